@@ -1,0 +1,59 @@
+"""Sender: consumes the notifications, broadcast and proof_notify queues (partial batch failures on).
+
+A fan-out job is expanded into chunk jobs; a chunk job is sent recipient by recipient under the rate limit.
+A record that raises (e.g. DynamoDB unavailable, token rejected) goes back to SQS and, after 3 receives, to
+its DLQ; recipients already sent are skipped when it comes back."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    SqsFifoPartialProcessor,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from jastipin.delivery import Deadline
+from jastipin.jobs import Job
+from jastipin.runtime import services
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+standard_processor = BatchProcessor(event_type=EventType.SQS)
+fifo_processor = SqsFifoPartialProcessor()  # on a failure, later records of the batch fail too (order kept)
+
+
+@tracer.capture_method(capture_response=False)
+def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+    job = Job.from_body(record.body)
+    logger.append_keys(job_id=job.job_id, trip_id=job.trip_id, kind=job.kind.value)
+    sender = services().sender
+    if job.is_fan_out:
+        sender.fan_out(job)
+        return
+    deadline = Deadline(lambda_context.get_remaining_time_in_millis if lambda_context else None)
+    result = sender.send_chunk(job, deadline)
+    logger.info(
+        "chunk processed",
+        extra={
+            "recipients": len(job.participants or []),
+            "outcomes": len(result.outcomes),
+            "requeued": len(result.requeued),
+        },
+    )
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict, context: LambdaContext) -> dict:
+    records = event.get("Records") or [{}]
+    is_fifo = str(records[0].get("eventSourceARN", "")).endswith(".fifo")
+    processor = fifo_processor if is_fifo else standard_processor
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,68 @@
+"""WhatsApp webhook: Meta's verification handshake (GET) and signed inbound messages and statuses (POST).
+
+Answers 200 fast whatever the content (Meta retries non-200 for 7 days); duplicates are harmless: each
+inbound message is handled once (idempotency by wamid), statuses only move forward."""
+
+from __future__ import annotations
+
+import hmac
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from jastipin.http import HttpError, install_error_handlers, json_response, raw_body
+from jastipin.runtime import services
+from jastipin.webhook_payload import WebhookPayload, signature_valid
+
+logger = Logger()
+tracer = Tracer()
+app = APIGatewayHttpResolver()
+install_error_handlers(app)
+
+WEBHOOK_PATH = "/api/webhooks/whatsapp"
+
+
+@app.get(WEBHOOK_PATH)
+def verify():
+    params = app.current_event.query_string_parameters or {}
+    expected = services().settings.secret("wa_verify_token")
+    mode, token, challenge = (
+        params.get("hub.mode"),
+        params.get("hub.verify_token") or "",
+        params.get("hub.challenge"),
+    )
+    if mode == "subscribe" and challenge and hmac.compare_digest(token.encode(), expected.encode()):
+        return Response(status_code=200, content_type="text/plain", body=challenge)
+    return json_response(
+        403, {"error": {"code": "forbidden", "message": "verification failed", "field": "hub.verify_token"}}
+    )
+
+
+@app.post(WEBHOOK_PATH)
+@tracer.capture_method(capture_response=False)
+def receive():
+    svc = services()
+    body = raw_body(app, svc.settings.max_body_bytes * 4)
+    header = app.current_event.headers.get("x-hub-signature-256")
+    if not header:
+        raise HttpError(401, "unauthorized", "missing signature", field="X-Hub-Signature-256")
+    if not signature_valid(svc.settings.secret("wa_app_secret"), body, header):
+        raise HttpError(403, "forbidden", "invalid signature", field="X-Hub-Signature-256")
+    try:
+        payload = WebhookPayload.model_validate_json(body)
+    except ValidationError:
+        # Signed by Meta but not a shape we know: acknowledge so Meta does not retry for a week.
+        logger.warning("unparseable webhook payload acknowledged")
+        return json_response(200, {"status": "ignored"})
+    svc.inbound.register_context(app.lambda_context)
+    summary = svc.inbound.process(payload)
+    return json_response(200, {"status": "ok", **summary})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

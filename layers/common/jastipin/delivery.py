@@ -1,0 +1,357 @@
+"""The sender's logic: fan a job out to a trip's participants, decide per recipient (send, skip), send under
+the rate limit with bounded concurrency, retry what is transient, and log exactly one outcome per recipient.
+
+Retries: a recipient that fails transiently (429, 5xx, timeout, pair limit) is retried up to
+``MAX_ATTEMPTS`` times with exponential backoff from 2 s — inside the invocation while time allows, else by
+re-queueing a job that carries only the pending recipients. Recipients already in a final state (read from
+the log at the start) are never sent again when SQS redelivers a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from jastipin.jobs import Job, JobKind, Recipient
+from jastipin.queues import JobQueues
+from jastipin.settings import Settings
+from jastipin.tables import (
+    FINAL_STATUSES,
+    Contact,
+    LogStatus,
+    NotificationLog,
+    Participant,
+    ParticipantStatus,
+    log_expiry,
+    utcnow,
+)
+from jastipin.whatsapp import (
+    Address,
+    AuthError,
+    MarketingOptOut,
+    RateLimited,
+    WhatsAppClient,
+    WhatsAppError,
+    WindowClosed,
+)
+
+logger = Logger(child=True)
+metrics = Metrics()
+
+MAX_ATTEMPTS = 3  # spec: attempts 3
+BACKOFF_BASE_SECONDS = 2.0  # spec: exponential from 2000 ms
+WINDOW = timedelta(hours=24)
+SAFETY_MARGIN_SECONDS = 5.0  # stop sending this long before the Lambda timeout
+KINDS_NEEDING_MEMBERSHIP = frozenset({JobKind.PRODUCT_UPDATE, JobKind.BROADCAST})
+
+
+class SendingHalted(Exception):
+    """The token is invalid: nothing more can be sent; the message goes back to SQS (and alarms fire)."""
+
+
+@dataclass
+class Outcome:
+    recipient: Recipient
+    status: LogStatus
+    attempts: int
+    provider_msg_id: str | None = None
+    reason: str | None = None
+    error_code: int | None = None
+
+
+@dataclass
+class ChunkResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+    requeued: list[Recipient] = field(default_factory=list)
+
+    def count(self, status: LogStatus | str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+
+class Deadline:
+    def __init__(self, remaining_ms: Callable[[], int] | None) -> None:
+        self._remaining_ms = remaining_ms
+
+    def seconds_left(self) -> float:
+        return self._remaining_ms() / 1000 if self._remaining_ms else float("inf")
+
+    def allows(self, seconds: float) -> bool:
+        return self.seconds_left() > seconds + SAFETY_MARGIN_SECONDS
+
+
+def backoff_seconds(attempts: int) -> float:
+    """After the n-th failed attempt wait 2, 4, 8... seconds."""
+    return BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)
+
+
+class Sender:
+    def __init__(
+        self,
+        settings: Settings,
+        queues: JobQueues,
+        whatsapp: WhatsAppClient,
+        limiter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.queues = queues
+        self.whatsapp = whatsapp
+        self.limiter = limiter
+        self._sleep = sleep
+        self._pool = ThreadPoolExecutor(max_workers=settings.send_concurrency, thread_name_prefix="send")
+
+    # -- fan-out -----------------------------------------------------------------------------------------
+    def fan_out(self, job: Job) -> int:
+        """Page through the trip's active participants and queue one chunk job per page."""
+        chunks = self._chunks(job.trip_id, self.settings.chunk_size)
+        batch: list[Job] = []
+        suffixes: list[str] = []
+        total = 0
+        for index, recipients in enumerate(chunks):
+            batch.append(job.chunk(recipients))
+            suffixes.append(f"c{index}")
+            total += len(recipients)
+            if len(batch) == 10:
+                self.queues.send_many(batch, dedup_suffixes=suffixes)
+                batch, suffixes = [], []
+        if batch:
+            self.queues.send_many(batch, dedup_suffixes=suffixes)
+        metrics.add_metric(name="FanOutRecipients", unit=MetricUnit.Count, value=total)
+        logger.info("fan-out queued", extra={"job_id": job.job_id, "recipients": total})
+        return total
+
+    @staticmethod
+    def _chunks(trip_id: str, size: int) -> Iterator[list[Recipient]]:
+        page: list[Recipient] = []
+        query = Participant.query(
+            trip_id,
+            filter_condition=Participant.status == ParticipantStatus.ACTIVE.value,
+            page_size=max(size, 100),
+        )
+        for participant in query:
+            page.append(
+                Recipient(
+                    id=participant.participant_id,
+                    phone=participant.phone,
+                    user_id=participant.user_id,
+                    name=participant.name,
+                )
+            )
+            if len(page) == size:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    # -- sending a chunk ---------------------------------------------------------------------------------
+    def send_chunk(self, job: Job, deadline: Deadline) -> ChunkResult:
+        recipients = list(job.participants or [])
+        previous = self._previous_outcomes(job, recipients)
+        todo = [r for r in recipients if previous.get(r.id, (None, 0))[0] not in FINAL_STATUSES]
+        attempts = {r.id: previous.get(r.id, (None, 0))[1] for r in todo}
+        result = ChunkResult()
+        skipped, pending, window_open = self._decide(job, todo, attempts)
+        result.outcomes += skipped
+        while pending:
+            outcomes, not_started, halted = self._send_round(job, pending, attempts, window_open, deadline)
+            self._write_log(job, outcomes)
+            result.outcomes += [o for o in outcomes if o.status is not LogStatus.QUEUED]
+            if halted:
+                self._count(result)
+                raise SendingHalted("WhatsApp rejected the access token; sending stopped")
+            retry = [o for o in outcomes if o.status is LogStatus.QUEUED]
+            wait = max((backoff_seconds(o.attempts) for o in retry), default=0.0)
+            if retry:
+                metrics.add_metric(name="NotificationRetried", unit=MetricUnit.Count, value=len(retry))
+            pending = [o.recipient for o in retry]
+            if not_started or (pending and not deadline.allows(wait + self.settings.wa_timeout_seconds)):
+                # Out of time: hand the rest to a new message (not counted as an attempt for not_started).
+                result.requeued = pending + not_started
+                self._requeue(job, result.requeued, delay=int(wait))
+                break
+            if pending:
+                self._sleep(wait)
+        self._count(result)
+        return result
+
+    def _previous_outcomes(self, job: Job, recipients: list[Recipient]) -> dict[str, tuple[str, int]]:
+        keys = [(job.job_id, r.id) for r in recipients]
+        found: dict[str, tuple[str, int]] = {}
+        for entry in NotificationLog.batch_get(
+            keys, attributes_to_get=["participant_id", "status", "attempts"]
+        ):
+            found[entry.participant_id] = (LogStatus(entry.status), int(entry.attempts or 0))
+        return found
+
+    def _decide(
+        self, job: Job, recipients: list[Recipient], attempts: dict[str, int]
+    ) -> tuple[list[Outcome], list[Recipient], set[str]]:
+        """Skip who must not get this message (STOP honoured at send time, 24-hour window, marketing opt-out).
+
+        Returns the skipped outcomes (already logged), the recipients to send to, and those whose 24-hour
+        window is open (free-form text allowed)."""
+        if not recipients:
+            return [], [], set()
+        memberships: dict[str, Participant] = {}
+        if job.kind in KINDS_NEEDING_MEMBERSHIP:
+            memberships = {
+                p.participant_id: p for p in Participant.batch_get([(job.trip_id, r.id) for r in recipients])
+            }
+        contacts: dict[str, Contact] = {}
+        if not job.always_in_window:
+            contacts = {c.wa_key: c for c in Contact.batch_get(list({_wa_key(r) for r in recipients}))}
+        now = utcnow()
+        skipped: list[Outcome] = []
+        sendable: list[Recipient] = []
+        window_open: set[str] = set()
+        for r in recipients:
+            contact = contacts.get(_wa_key(r))
+            is_open = job.always_in_window or bool(
+                contact and contact.last_inbound_at and now - contact.last_inbound_at < WINDOW
+            )
+            reason = None
+            if job.kind in KINDS_NEEDING_MEMBERSHIP:
+                membership = memberships.get(r.id)
+                if membership is None or membership.status != ParticipantStatus.ACTIVE.value:
+                    reason = "unsubscribed"
+            if reason is None and job.kind is JobKind.BROADCAST and contact and contact.marketing_opt_out:
+                reason = "marketing_opt_out"
+            if reason is None and self._needs_open_window(job) and not is_open and job.template_ref is None:
+                reason = "window_closed"
+            if reason:
+                skipped.append(Outcome(r, LogStatus.SKIPPED, attempts.get(r.id, 0), reason=reason))
+            else:
+                sendable.append(r)
+                if is_open:
+                    window_open.add(r.id)
+        if skipped:
+            self._write_log(job, skipped)
+        return skipped, sendable, window_open
+
+    @staticmethod
+    def _needs_open_window(job: Job) -> bool:
+        return job.message is not None and not job.always_in_window and job.kind is not JobKind.BROADCAST
+
+    def _send_round(
+        self,
+        job: Job,
+        recipients: list[Recipient],
+        attempts: dict[str, int],
+        window_open: set[str],
+        deadline: Deadline,
+    ) -> tuple[list[Outcome], list[Recipient], bool]:
+        """Send to each recipient once (concurrently, under the rate limit)."""
+        halted = False
+        not_started: list[Recipient] = []
+
+        def send_one(r: Recipient) -> Outcome | None:
+            nonlocal halted
+            if halted:
+                return None
+            if not deadline.allows(self.settings.wa_timeout_seconds):
+                return None
+            self.limiter.acquire()
+            if halted:
+                return None
+            attempt = attempts.get(r.id, 0) + 1
+            attempts[r.id] = attempt
+            try:
+                wamid = self._deliver(job, r, r.id in window_open)
+            except AuthError as exc:
+                halted = True
+                metrics.add_metric(name="WhatsAppAuthError", unit=MetricUnit.Count, value=1)
+                logger.error("WhatsApp token rejected: sending halted", extra={"code": exc.code})
+                return Outcome(r, LogStatus.QUEUED, attempt - 1, reason=exc.reason, error_code=exc.code)
+            except WhatsAppError as exc:
+                return self._failure(r, attempt, exc)
+            return Outcome(r, LogStatus.SENT, attempt, provider_msg_id=wamid)
+
+        outcomes: list[Outcome] = []
+        for r, outcome in zip(recipients, self._pool.map(send_one, recipients), strict=True):
+            if outcome is None:
+                not_started.append(r)
+            else:
+                outcomes.append(outcome)
+        return outcomes, not_started, halted
+
+    def _deliver(self, job: Job, r: Recipient, window_open: bool) -> str:
+        to = Address(phone=r.phone, user_id=r.user_id)
+        if job.kind is JobKind.PROOF:
+            return self.whatsapp.send_image(to, link=job.image_url, caption=job.caption)
+        if job.message is not None and (window_open or job.template_ref is None):
+            return self.whatsapp.send_text(to, job.message)
+        if job.template_ref is None:
+            raise WindowClosed("no template for a closed window", code=131047)
+        ref = job.template_ref
+        return self.whatsapp.send_template(to, ref.name, ref.language, ref.parameters)
+
+    def _failure(self, r: Recipient, attempt: int, exc: WhatsAppError) -> Outcome:
+        if isinstance(exc, RateLimited):
+            metrics.add_metric(name="WhatsAppRateLimited", unit=MetricUnit.Count, value=1)
+        if exc.retryable and attempt < MAX_ATTEMPTS:
+            return Outcome(r, LogStatus.QUEUED, attempt, reason=exc.reason, error_code=exc.code)
+        if isinstance(exc, MarketingOptOut):
+            mark_marketing_opt_out(r)
+        reason = "window_closed" if isinstance(exc, WindowClosed) else exc.reason
+        return Outcome(r, LogStatus.FAILED, attempt, reason=reason, error_code=exc.code)
+
+    def _requeue(self, job: Job, recipients: list[Recipient], delay: int) -> None:
+        suffix = f"r{int(time.time() * 1000)}"
+        self.queues.send(job.chunk(recipients), dedup_suffix=suffix, delay_seconds=min(max(delay, 0), 900))
+        logger.info(
+            "recipients re-queued",
+            extra={"job_id": job.job_id, "recipients": len(recipients), "delay_seconds": delay},
+        )
+
+    def _write_log(self, job: Job, outcomes: Iterable[Outcome]) -> None:
+        now = utcnow()
+        expires = log_expiry(self.settings, now)
+        with NotificationLog.batch_write() as batch:
+            for o in outcomes:
+                batch.save(
+                    NotificationLog(
+                        job.job_id,
+                        o.recipient.id,
+                        trip_id=job.trip_id,
+                        message_type=job.template or job.kind.value,
+                        status=o.status.value,
+                        provider_msg_id=o.provider_msg_id,
+                        attempts=o.attempts,
+                        reason=o.reason,
+                        error_code=o.error_code,
+                        created_at=now.isoformat(),
+                        updated_at=now.isoformat(),
+                        expires_at=expires,
+                    )
+                )
+
+    @staticmethod
+    def _count(result: ChunkResult) -> None:
+        for status, name in (
+            (LogStatus.SENT, "NotificationSent"),
+            (LogStatus.FAILED, "NotificationFailed"),
+            (LogStatus.SKIPPED, "NotificationSkipped"),
+        ):
+            value = result.count(status)
+            if value:
+                metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def _wa_key(r: Recipient) -> str:
+    return r.phone if r.phone else f"bsuid:{r.user_id}"
+
+
+def mark_marketing_opt_out(r: Recipient) -> None:
+    from pynamodb.exceptions import UpdateError
+
+    with contextlib.suppress(UpdateError):
+        Contact(_wa_key(r)).update(
+            actions=[Contact.marketing_opt_out.set(True)], condition=Contact.wa_key.exists()
+        )

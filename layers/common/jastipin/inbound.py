@@ -1,0 +1,323 @@
+"""What participants say to us over WhatsApp: commands (JOIN / INFO / STOP), delivery statuses and marketing
+preferences. Replies are queued on the notifications queue; nothing here calls the WhatsApp API."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aws_lambda_powertools import Logger
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from jastipin import texts
+from jastipin.commands import Command, CommandKind, parse_command
+from jastipin.ids import stable_id
+from jastipin.jobs import Job, JobKind, Recipient
+from jastipin.phones import InvalidPhoneNumber, to_e164
+from jastipin.queues import JobQueues
+from jastipin.tables import (
+    STATUS_RANK,
+    Contact,
+    LogStatus,
+    NotificationLog,
+    Participant,
+    ParticipantStatus,
+    Trip,
+    utcnow,
+)
+from jastipin.trips import latest_products
+from jastipin.webhook_payload import InboundMessage, StatusUpdate, UserPreference, WebhookContact
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who wrote: Meta gives a phone (wa_id), a business-scoped user id, or both."""
+
+    phone: str | None
+    user_id: str | None
+
+    @property
+    def wa_key(self) -> str:
+        return self.phone if self.phone else f"bsuid:{self.user_id}"
+
+    @property
+    def participant_id(self) -> str:
+        return stable_id("p", self.wa_key)
+
+
+def identify(message: InboundMessage, contacts: list[WebhookContact]) -> Identity | None:
+    contact = next((c for c in contacts if c.wa_id and c.wa_id == message.from_), None) or (
+        contacts[0] if len(contacts) == 1 else None
+    )
+    raw_phone = message.from_ or (contact.wa_id if contact else None)
+    user_id = message.from_user_id or (contact.user_id if contact else None)
+    phone = None
+    if raw_phone:
+        try:
+            phone = to_e164("+" + raw_phone.lstrip("+"))
+        except InvalidPhoneNumber:
+            phone = None
+    if not phone and not user_id:
+        return None
+    return Identity(phone=phone, user_id=user_id)
+
+
+def _message_time(message: InboundMessage) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(message.timestamp or ""), UTC)
+    except (ValueError, OverflowError, OSError):
+        return utcnow()
+
+
+def touch_contact(identity: Identity, name: str | None, at: datetime) -> Contact:
+    """Record an inbound message: opens (or extends) the 24-hour free-form window."""
+    try:
+        contact = Contact.get(identity.wa_key)
+    except DoesNotExist:
+        contact = Contact(identity.wa_key, participant_id=identity.participant_id)
+        contact.phone, contact.user_id, contact.name, contact.last_inbound_at = (
+            identity.phone,
+            identity.user_id,
+            name,
+            at,
+        )
+        try:
+            contact.save(condition=Contact.wa_key.does_not_exist())
+            return contact
+        except PutError:
+            contact = Contact.get(identity.wa_key)  # created concurrently by another instance
+    actions = [Contact.updated_at.set(utcnow())]
+    if contact.last_inbound_at is None or at > contact.last_inbound_at:
+        actions.append(Contact.last_inbound_at.set(at))
+    if name and name != contact.name:
+        actions.append(Contact.name.set(name))
+    if identity.user_id and identity.user_id != contact.user_id:
+        actions.append(Contact.user_id.set(identity.user_id))
+    contact.update(actions=actions)
+    return contact
+
+
+class CommandHandler:
+    def __init__(self, queues: JobQueues) -> None:
+        self._queues = queues
+
+    def handle_message(self, message: InboundMessage, contacts: list[WebhookContact]) -> str | None:
+        """Apply one inbound message; returns the reply text that was queued (None: nothing to say)."""
+        identity = identify(message, contacts)
+        if identity is None:
+            logger.warning("inbound message without a usable sender", extra={"message_type": message.type})
+            return None
+        name = next((c.profile.name for c in contacts if c.profile and c.profile.name), None)
+        contact = touch_contact(identity, name, _message_time(message))
+        if message.type != "text":
+            # Images, stickers, reactions, locations...: the window opens, nothing to answer.
+            logger.info("non-text inbound message ignored", extra={"message_type": message.type})
+            return None
+        command = parse_command(message.text_body)
+        reply = self._run(command, identity, contact, name)
+        self._queue_reply(message.id, identity, contact, name, reply)
+        logger.info(
+            "command handled",
+            extra={"command": command.kind.value, "participant_id": identity.participant_id},
+        )
+        return reply
+
+    def _run(self, command: Command, identity: Identity, contact: Contact, name: str | None) -> str:
+        if command.kind is CommandKind.JOIN:
+            return (
+                self._join(command.slug, identity, contact, name) if command.slug else texts.join_needs_slug()
+            )
+        if command.kind is CommandKind.INFO:
+            trip = self._trip_for(command.slug, contact)
+            if trip is None:
+                return texts.not_joined() if not command.slug else texts.trip_not_found(command.slug)
+            return texts.latest_products(trip.title, latest_products(trip.trip_id))
+        if command.kind is CommandKind.STOP:
+            return self._stop(command.slug, identity, contact)
+        return texts.help_text()
+
+    def _trip_for(self, slug: str | None, contact: Contact) -> Trip | None:
+        trip_id = slug or contact.last_trip_id
+        if not trip_id:
+            return None
+        try:
+            return Trip.get(trip_id)
+        except DoesNotExist:
+            return None
+
+    def _join(self, slug: str, identity: Identity, contact: Contact, name: str | None) -> str:
+        try:
+            trip = Trip.get(slug)
+        except DoesNotExist:
+            return texts.trip_not_found(slug)
+        now = utcnow()
+        membership = Participant(
+            trip.trip_id,
+            identity.participant_id,
+            wa_key=identity.wa_key,
+            phone=identity.phone,
+            user_id=identity.user_id,
+            name=name,
+        )
+        try:
+            membership.save(condition=Participant.participant_id.does_not_exist())
+        except PutError:
+            # Re-join (also after STOP): reactivate, keep the original joined_at.
+            actions = [
+                Participant.status.set(ParticipantStatus.ACTIVE.value),
+                Participant.unsubscribed_at.remove(),
+                Participant.last_active_at.set(now),
+            ]
+            if name:
+                actions.append(Participant.name.set(name))
+            membership.update(actions=actions)
+        contact.update(actions=[Contact.last_trip_id.set(trip.trip_id)])
+        return texts.joined(trip.title)
+
+    def _stop(self, slug: str | None, identity: Identity, contact: Contact) -> str:
+        trip = self._trip_for(slug, contact)
+        if trip is None:
+            return texts.not_joined() if not slug else texts.trip_not_found(slug)
+        try:
+            Participant(trip.trip_id, identity.participant_id).update(
+                actions=[
+                    Participant.status.set(ParticipantStatus.UNSUBSCRIBED.value),
+                    Participant.unsubscribed_at.set(utcnow()),
+                ],
+                condition=Participant.participant_id.exists(),
+            )
+        except UpdateError:
+            return texts.not_joined()
+        return texts.stopped(trip.title, trip.trip_id)
+
+    def _queue_reply(
+        self, inbound_id: str, identity: Identity, contact: Contact, name: str | None, reply: str
+    ) -> None:
+        job = Job(
+            job_id=stable_id("rpl", inbound_id),  # one reply per inbound message, whatever happens
+            kind=JobKind.AUTO_REPLY,
+            trip_id=contact.last_trip_id or "-",
+            participants=[
+                Recipient(
+                    id=identity.participant_id, phone=identity.phone, user_id=identity.user_id, name=name
+                )
+            ],
+            template="auto_reply",
+            message=reply,
+            always_in_window=True,
+        )
+        self._queues.send(job)
+
+
+def apply_status(status: StatusUpdate) -> bool:
+    """Move a log entry forward (never backwards) by wamid; returns False when nothing changed."""
+    try:
+        new = LogStatus(status.status)
+    except ValueError:
+        return False
+    matches = list(NotificationLog.by_provider_msg_id.query(status.id, limit=1))
+    if not matches:
+        logger.info("status for unknown message", extra={"status": new.value})
+        return False
+    entry = matches[0]
+    lower = [s.value for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[new]]
+    if new is LogStatus.FAILED:
+        lower = [LogStatus.QUEUED.value, LogStatus.SENT.value, LogStatus.DELIVERED.value]
+    actions = [NotificationLog.status.set(new.value), NotificationLog.updated_at.set(utcnow().isoformat())]
+    if new is LogStatus.FAILED and status.errors:
+        actions.append(NotificationLog.error_code.set(status.errors[0].code))
+        actions.append(NotificationLog.reason.set(f"whatsapp_error_{status.errors[0].code}"))
+    if status.pricing is not None:
+        if status.pricing.category:
+            actions.append(NotificationLog.pricing_category.set(status.pricing.category))
+        if status.pricing.billable is not None:
+            actions.append(NotificationLog.billable.set(status.pricing.billable))
+    try:
+        NotificationLog(entry.job_id, entry.participant_id).update(
+            actions=actions, condition=NotificationLog.status.is_in(*lower)
+        )
+    except UpdateError:
+        return False  # duplicate or out-of-order: the entry is already at or past this status
+    return True
+
+
+def apply_preference(preference: UserPreference) -> None:
+    """``user_preferences`` (marketing stop/resume) updates the contact's marketing consent."""
+    if preference.category != "marketing_messages" or preference.value not in {"stop", "resume"}:
+        return
+    keys = []
+    if preference.wa_id:
+        with contextlib.suppress(InvalidPhoneNumber):
+            keys.append(to_e164("+" + preference.wa_id.lstrip("+")))
+    if preference.user_id:
+        keys.append(f"bsuid:{preference.user_id}")
+    for key in keys:
+        try:
+            Contact(key).update(
+                actions=[
+                    Contact.marketing_opt_out.set(preference.value == "stop"),
+                    Contact.updated_at.set(utcnow()),
+                ],
+                condition=Contact.wa_key.exists(),
+            )
+        except UpdateError:
+            continue
+
+
+DEDUP_SECONDS = 7 * 24 * 3600  # Meta retries a webhook for up to 7 days
+
+
+class InboundProcessor:
+    """Applies a whole webhook payload; each inbound message is handled once across instances
+    (Powertools idempotency on the message id, DynamoDB-backed, with TTL)."""
+
+    def __init__(self, queues: JobQueues, idempotency_table: str, dynamodb_client=None) -> None:
+        from aws_lambda_powertools.utilities.idempotency import (
+            DynamoDBPersistenceLayer,
+            IdempotencyConfig,
+            idempotent_function,
+        )
+
+        self._commands = CommandHandler(queues)
+        persistence = DynamoDBPersistenceLayer(table_name=idempotency_table, boto3_client=dynamodb_client)
+        self._config = config = IdempotencyConfig(
+            event_key_jmespath="message_id",
+            expires_after_seconds=DEDUP_SECONDS,
+            raise_on_no_idempotency_key=True,
+        )
+        self._handle_once = idempotent_function(
+            data_keyword_argument="key", persistence_store=persistence, config=config
+        )(self._handle)
+
+    def register_context(self, context) -> None:
+        """Lets idempotency records of a crashed invocation expire when the invocation would have ended."""
+        self._config.register_lambda_context(context)
+
+    def _handle(self, key: dict, message: InboundMessage, contacts: list[WebhookContact]) -> dict:
+        reply = self._commands.handle_message(message, contacts)
+        return {"replied": reply is not None}
+
+    def process(self, payload) -> dict[str, int]:
+        from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+        summary = {"messages": 0, "duplicates": 0, "statuses": 0, "preferences": 0}
+        for entry in payload.entry:
+            for change in entry.changes:
+                value = change.value
+                for message in value.messages:
+                    try:
+                        self._handle_once(
+                            key={"message_id": message.id}, message=message, contacts=value.contacts
+                        )
+                        summary["messages"] += 1
+                    except IdempotencyAlreadyInProgressError:
+                        summary["duplicates"] += 1  # another instance is handling this very message
+                for status in value.statuses:
+                    summary["statuses"] += int(apply_status(status))
+                for preference in value.user_preferences:
+                    apply_preference(preference)
+                    summary["preferences"] += 1
+        return summary

@@ -1,0 +1,86 @@
+"""Queue message bodies, validated on both ends (enqueue and sender).
+
+The JSON shape follows the spec's job payload (``tripId, productId, participants[], template, message``),
+plus what a reliable sender needs: a job id (idempotency key per recipient), the kind of message, and a
+fan-out marker. A job with ``participants = null`` is a fan-out job: the sender pages through the trip's
+active participants and enqueues chunk jobs (same job id) carrying them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+
+class JobKind(StrEnum):
+    PRODUCT_UPDATE = "product_update"
+    AUTO_REPLY = "auto_reply"
+    BROADCAST = "broadcast"
+    PROOF = "proof"
+
+
+class QueueName(StrEnum):
+    NOTIFICATIONS = "notifications"
+    BROADCAST = "broadcast"
+    PROOF_NOTIFY = "proof_notify"
+
+
+QUEUE_OF_KIND = {
+    JobKind.PRODUCT_UPDATE: QueueName.NOTIFICATIONS,
+    JobKind.AUTO_REPLY: QueueName.NOTIFICATIONS,
+    JobKind.BROADCAST: QueueName.BROADCAST,
+    JobKind.PROOF: QueueName.PROOF_NOTIFY,
+}
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Recipient(_Camel):
+    id: str = Field(min_length=1, max_length=64)  # participant id (never a phone number)
+    phone: str | None = Field(default=None, max_length=20)  # E.164
+    user_id: str | None = Field(default=None, max_length=128)  # business-scoped user id, when no phone
+    name: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="after")
+    def _has_address(self) -> Recipient:
+        if not self.phone and not self.user_id:
+            raise ValueError("recipient needs a phone or a user_id")
+        return self
+
+
+class TemplateRef(_Camel):
+    name: str = Field(min_length=1, max_length=512)
+    language: str = Field(default="id", min_length=2, max_length=15)
+    parameters: list[str] = Field(default_factory=list, max_length=20)
+
+
+class Job(_Camel):
+    job_id: str = Field(min_length=1, max_length=64)
+    kind: JobKind
+    trip_id: str = Field(min_length=1, max_length=64)
+    product_id: str | None = None
+    participants: list[Recipient] | None = Field(default=None, max_length=1000)
+    template: str | None = None  # the spec's message_type / template name, e.g. "product_update"
+    message: str | None = Field(default=None, max_length=4096)  # free-form text (inside the 24-hour window)
+    template_ref: TemplateRef | None = None  # approved template (outside the window, broadcasts)
+    image_url: str | None = None  # proof image
+    caption: str | None = Field(default=None, max_length=1024)
+    always_in_window: bool = False  # replies to an inbound message are inside the window by definition
+
+    @property
+    def is_fan_out(self) -> bool:
+        return self.participants is None
+
+    def chunk(self, participants: list[Recipient]) -> Job:
+        return self.model_copy(update={"participants": participants})
+
+    def to_body(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+    @classmethod
+    def from_body(cls, body: str) -> Job:
+        return cls.model_validate_json(body)

@@ -1,0 +1,71 @@
+"""Per-container singletons: settings, AWS clients, the WhatsApp client. Created once, reused by every
+invocation (cold start is measured; import what a handler needs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any
+
+from jastipin.settings import Settings, get_settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+
+    @cached_property
+    def sqs(self) -> Any:
+        import boto3
+
+        return boto3.client("sqs")
+
+    @cached_property
+    def dynamodb(self) -> Any:
+        import boto3
+
+        return boto3.client("dynamodb")
+
+    @cached_property
+    def queues(self):  # -> JobQueues
+        from jastipin.queues import JobQueues
+
+        return JobQueues(self.sqs, self.settings)
+
+    @cached_property
+    def inbound(self):  # -> InboundProcessor
+        from jastipin.inbound import InboundProcessor
+
+        return InboundProcessor(self.queues, self.settings.idempotency_table, self.dynamodb)
+
+    @cached_property
+    def sender(self):  # -> Sender
+        from jastipin.delivery import Sender
+        from jastipin.rate_limit import TokenBucket
+
+        return Sender(
+            self.settings, self.queues, self.whatsapp, TokenBucket(self.settings.rate_limit_per_second)
+        )
+
+    @cached_property
+    def whatsapp(self):  # -> WhatsAppClient
+        from jastipin.whatsapp import WhatsAppClient
+
+        s = self.settings
+        return WhatsAppClient(
+            base_url=s.wa_api_base_url,
+            version=s.wa_api_version,
+            phone_number_id=s.wa_phone_number_id,
+            access_token=s.secret("wa_access_token"),
+            timeout=s.wa_timeout_seconds,
+            max_connections=max(16, s.send_concurrency * 2),
+        )
+
+
+@lru_cache(maxsize=1)
+def services() -> Services:
+    from jastipin.tables import bind_tables
+
+    settings = get_settings()
+    bind_tables(settings)
+    return Services(settings)

@@ -1,0 +1,82 @@
+"""Configuration: one pydantic-settings model read from the environment once per process.
+
+Secrets (WhatsApp token, app secret, verify token, API tokens) come from env vars locally and from SSM
+SecureString parameters under ``SECRETS_SSM_PREFIX`` on AWS (see ``load_secrets``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_NAMES = ("wa_access_token", "wa_app_secret", "wa_verify_token", "api_token", "admin_token")
+
+
+class Settings(BaseSettings):
+    """Every knob of the system; env var name = field name in upper case."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    trips_table: str
+    participants_table: str
+    contacts_table: str
+    products_table: str
+    notifications_log_table: str
+    idempotency_table: str
+    rate_limit_table: str
+
+    notifications_queue_url: str
+    broadcast_queue_url: str
+    proof_notify_queue_url: str
+
+    wa_api_base_url: str = "https://graph.facebook.com"
+    wa_api_version: str = "v23.0"
+    wa_phone_number_id: str
+    wa_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Secrets: env vars locally; fetched from SSM when secrets_ssm_prefix is set and the env var is not.
+    secrets_ssm_prefix: str = ""
+    wa_access_token: SecretStr | None = None
+    wa_app_secret: SecretStr | None = None
+    wa_verify_token: SecretStr | None = None
+    api_token: SecretStr | None = None
+    admin_token: SecretStr | None = None
+
+    rate_limit_per_second: float = Field(default=10, gt=0)
+    send_concurrency: int = Field(default=8, ge=1, le=64)
+    chunk_size: int = Field(default=100, ge=1, le=1000)
+    log_ttl_days: float = Field(default=3, gt=0)
+    message_rate_rupiah: int = Field(default=35, ge=0)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    sentry_dsn: str = ""
+
+    def secret(self, name: str) -> str:
+        value = getattr(self, name)
+        if value is None:
+            raise RuntimeError(f"secret {name.upper()} is not configured")
+        return value.get_secret_value()
+
+
+def load_secrets(settings: Settings) -> Settings:
+    """Fill missing secrets from SSM (``<prefix>/<name>``, decrypted), leaving env-provided ones alone."""
+    missing = [name for name in SECRET_NAMES if getattr(settings, name) is None]
+    if not missing or not settings.secrets_ssm_prefix:
+        return settings
+    from aws_lambda_powertools.utilities import parameters
+
+    prefix = settings.secrets_ssm_prefix.rstrip("/")
+    found = parameters.get_parameters_by_name(
+        parameters={f"{prefix}/{name}": {} for name in missing},
+        decrypt=True,
+        max_age=300,
+        raise_on_error=False,
+    )
+    updates = {name: SecretStr(found[f"{prefix}/{name}"]) for name in missing if f"{prefix}/{name}" in found}
+    return settings.model_copy(update=updates)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_secrets(Settings())  # type: ignore[call-arg]  # values come from the environment

@@ -1,0 +1,201 @@
+"""DynamoDB tables (PynamoDB models). Table names come from settings via ``bind_tables``.
+
+Access patterns (all GetItem/Query/BatchGet, no Scan on a hot path):
+- trip by slug: ``Trip.get(slug)`` (the slug is the trip id, as in the spec's job payload ``tripId: "jpn25"``)
+- active participants of a trip, paged: ``Participant.query(trip_id, filter status == active)``
+- trips of a person: ``Participant.by_participant.query(participant_id)``
+- a person by phone or business-scoped user id: ``Contact.get(wa_key)``
+- 3 latest products: ``Product.query(trip_id, scan_index_forward=False, limit=3)``
+- log entry by provider message id: ``NotificationLog.by_provider_msg_id.query(wamid)``
+- log entries of a job: ``NotificationLog.query(job_id)``; of a trip: ``NotificationLog.by_trip.query(trip)``
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
+from pynamodb.models import Model
+
+from jastipin.settings import Settings
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ParticipantStatus(StrEnum):
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class WindowPolicy(StrEnum):
+    """What a product update does for a participant whose 24-hour window is closed (seed: cost rule)."""
+
+    SKIP = "skip"
+    TEMPLATE = "template"
+
+
+class LogStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+# A status never moves backwards: callbacks arrive out of order and duplicated.
+STATUS_RANK = {
+    LogStatus.QUEUED: 0,
+    LogStatus.SENT: 1,
+    LogStatus.DELIVERED: 2,
+    LogStatus.READ: 3,
+    LogStatus.FAILED: 4,
+    LogStatus.SKIPPED: 4,
+}
+FINAL_STATUSES = frozenset(
+    {LogStatus.SENT, LogStatus.DELIVERED, LogStatus.READ, LogStatus.FAILED, LogStatus.SKIPPED}
+)
+
+
+class Trip(Model):
+    class Meta:
+        table_name = "trips"
+
+    trip_id = UnicodeAttribute(hash_key=True)
+    title = UnicodeAttribute()
+    owner_phone = UnicodeAttribute()
+    window_policy = UnicodeAttribute(default=WindowPolicy.SKIP.value)
+    window_template = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute(default_for_new=utcnow)
+
+
+class ByParticipant(GlobalSecondaryIndex["Participant"]):
+    class Meta:
+        index_name = "by_participant"
+        projection = AllProjection()
+
+    participant_id = UnicodeAttribute(hash_key=True)
+    trip_id = UnicodeAttribute(range_key=True)
+
+
+class Participant(Model):
+    """A person's membership of one trip (a phone may join several trips)."""
+
+    class Meta:
+        table_name = "participants"
+
+    trip_id = UnicodeAttribute(hash_key=True)
+    participant_id = UnicodeAttribute(range_key=True)
+    wa_key = UnicodeAttribute()
+    phone = UnicodeAttribute(null=True)
+    user_id = UnicodeAttribute(null=True)
+    name = UnicodeAttribute(null=True)
+    status = UnicodeAttribute(default=ParticipantStatus.ACTIVE.value)
+    joined_at = UTCDateTimeAttribute(default_for_new=utcnow)
+    unsubscribed_at = UTCDateTimeAttribute(null=True)
+    last_active_at = UTCDateTimeAttribute(default_for_new=utcnow)
+
+    by_participant = ByParticipant()
+
+
+class Contact(Model):
+    """A WhatsApp user as the business number knows them: the 24-hour window and consent live here."""
+
+    class Meta:
+        table_name = "contacts"
+
+    wa_key = UnicodeAttribute(hash_key=True)
+    participant_id = UnicodeAttribute()
+    phone = UnicodeAttribute(null=True)
+    user_id = UnicodeAttribute(null=True)
+    name = UnicodeAttribute(null=True)
+    last_inbound_at = UTCDateTimeAttribute(null=True)
+    last_trip_id = UnicodeAttribute(null=True)
+    marketing_opt_out = BooleanAttribute(default=False)
+    updated_at = UTCDateTimeAttribute(default=utcnow)
+
+
+class Product(Model):
+    class Meta:
+        table_name = "products"
+
+    trip_id = UnicodeAttribute(hash_key=True)
+    product_id = UnicodeAttribute(range_key=True)  # time-sortable: newest last
+    name = UnicodeAttribute()
+    price = NumberAttribute()
+    description = UnicodeAttribute(null=True)
+    image_url = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute(default_for_new=utcnow)
+
+
+class ByProviderMsgId(GlobalSecondaryIndex["NotificationLog"]):
+    class Meta:
+        index_name = "by_provider_msg_id"
+        projection = IncludeProjection(["trip_id", "status"])
+
+    provider_msg_id = UnicodeAttribute(hash_key=True)
+
+
+class ByTrip(GlobalSecondaryIndex["NotificationLog"]):
+    class Meta:
+        index_name = "by_trip"
+        projection = AllProjection()
+
+    trip_id = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class NotificationLog(Model):
+    """One entry per recipient of a job. No phone numbers and no message text (participant id only)."""
+
+    class Meta:
+        table_name = "notifications_log"
+
+    job_id = UnicodeAttribute(hash_key=True)
+    participant_id = UnicodeAttribute(range_key=True)
+    trip_id = UnicodeAttribute()
+    message_type = UnicodeAttribute()
+    status = UnicodeAttribute()
+    provider_msg_id = UnicodeAttribute(null=True)
+    attempts = NumberAttribute(default=0)
+    reason = UnicodeAttribute(null=True)
+    error_code = NumberAttribute(null=True)
+    pricing_category = UnicodeAttribute(null=True)
+    billable = BooleanAttribute(null=True)
+    created_at = UnicodeAttribute()  # ISO-8601, sorts as text (range key of by_trip)
+    updated_at = UnicodeAttribute()
+    expires_at = TTLAttribute()
+
+    by_provider_msg_id = ByProviderMsgId()
+    by_trip = ByTrip()
+
+
+ALL_MODELS: dict[str, type[Model]] = {
+    "trips_table": Trip,
+    "participants_table": Participant,
+    "contacts_table": Contact,
+    "products_table": Product,
+    "notifications_log_table": NotificationLog,
+}
+
+
+def bind_tables(settings: Settings) -> None:
+    """Point every model at the table names of this deployment (idempotent)."""
+    for field, model in ALL_MODELS.items():
+        model.Meta.table_name = getattr(settings, field)
+        # PynamoDB caches the connection with the table name inside; drop it so the new name takes effect.
+        model._connection = None
+
+
+def log_expiry(settings: Settings, now: datetime | None = None) -> datetime:
+    return (now or utcnow()) + timedelta(days=settings.log_ttl_days)

@@ -1,0 +1,130 @@
+"""Trips and products: what the Jastipin backend asks of us over HTTP (domain logic, no Lambda events)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pynamodb.exceptions import DoesNotExist, PutError
+
+from jastipin import texts
+from jastipin.commands import normalise_slug
+from jastipin.errors import Conflict, NotFound
+from jastipin.ids import new_id
+from jastipin.jobs import Job, JobKind, TemplateRef
+from jastipin.phones import InvalidPhoneNumber, to_e164
+from jastipin.queues import JobQueues
+from jastipin.tables import Product, Trip, WindowPolicy
+
+MAX_PRICE = 10**12
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CreateTripRequest(_Request):
+    slug: str = Field(min_length=2, max_length=40, description="trip code participants type: JOIN <slug>")
+    title: str = Field(min_length=1, max_length=120)
+    owner_phone: str = Field(min_length=4, max_length=32, description="jastiper's WhatsApp number")
+    window_policy: WindowPolicy = WindowPolicy.SKIP
+    window_template: str | None = Field(default=None, min_length=1, max_length=512)
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        slug = normalise_slug(value)
+        if slug is None:
+            raise ValueError("use 2-40 letters, digits or '-', starting with a letter or digit")
+        return slug
+
+    @field_validator("owner_phone")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        try:
+            return to_e164(value)
+        except InvalidPhoneNumber as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _template_when_policy(self) -> CreateTripRequest:
+        if self.window_policy is WindowPolicy.TEMPLATE and not self.window_template:
+            raise ValueError("window_template is required when window_policy is 'template'")
+        return self
+
+
+class NewProductRequest(_Request):
+    name: str = Field(min_length=1, max_length=200)
+    price: int = Field(ge=0, le=MAX_PRICE, description="price in rupiah")
+    description: str | None = Field(default=None, max_length=1000)
+    image_url: HttpUrl | None = None
+
+
+def trip_view(trip: Trip) -> dict:
+    return {
+        "trip_id": trip.trip_id,
+        "slug": trip.trip_id,
+        "title": trip.title,
+        "window_policy": trip.window_policy,
+        "window_template": trip.window_template,
+        "created_at": trip.created_at.isoformat(),
+    }
+
+
+def create_trip(request: CreateTripRequest) -> Trip:
+    trip = Trip(
+        request.slug,
+        title=request.title,
+        owner_phone=request.owner_phone,
+        window_policy=request.window_policy.value,
+        window_template=request.window_template,
+    )
+    try:
+        trip.save(condition=Trip.trip_id.does_not_exist())
+    except PutError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            raise Conflict(f"trip slug '{request.slug}' is already taken", field="slug") from None
+        raise
+    return trip
+
+
+def get_trip(trip_id: str) -> Trip:
+    slug = normalise_slug(trip_id)
+    if slug is None:
+        raise NotFound(f"no trip '{trip_id[:64]}'", field="tripId")
+    try:
+        return Trip.get(slug)
+    except DoesNotExist:
+        raise NotFound(f"no trip '{slug}'", field="tripId") from None
+
+
+def upload_product(trip_id: str, request: NewProductRequest, queues: JobQueues) -> tuple[Product, Job]:
+    """Save the product and queue one fan-out job; the participants are read behind the queue."""
+    trip = get_trip(trip_id)
+    product = Product(
+        trip.trip_id,
+        new_id("prd"),
+        name=request.name,
+        price=request.price,
+        description=request.description,
+        image_url=str(request.image_url) if request.image_url else None,
+    )
+    product.save()
+    template_ref = None
+    if trip.window_policy == WindowPolicy.TEMPLATE and trip.window_template:
+        template_ref = TemplateRef(name=trip.window_template, parameters=[trip.title, request.name])
+    job = Job(
+        job_id=new_id("job"),
+        kind=JobKind.PRODUCT_UPDATE,
+        trip_id=trip.trip_id,
+        product_id=product.product_id,
+        template="product_update",
+        message=texts.product_update(trip.title, request.name, request.price, request.description),
+        template_ref=template_ref,
+    )
+    queues.send(job)
+    return product, job
+
+
+def latest_products(trip_id: str, limit: int = 3) -> list[tuple[str, Decimal | int | float]]:
+    return [(p.name, p.price) for p in Product.query(trip_id, scan_index_forward=False, limit=limit)]

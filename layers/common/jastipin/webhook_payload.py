@@ -1,0 +1,98 @@
+"""Meta's webhook payload as pydantic models, parsed at the edge. Unknown fields are ignored on purpose: Meta
+adds fields over time and a parse failure would make Meta retry for 7 days."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Profile(_Loose):
+    name: str | None = None
+
+
+class WebhookContact(_Loose):
+    wa_id: str | None = None
+    user_id: str | None = None  # business-scoped user id (username users may have no wa_id)
+    profile: Profile | None = None
+
+
+class Text(_Loose):
+    body: str = ""
+
+
+class InboundMessage(_Loose):
+    id: str = Field(min_length=1, max_length=256)
+    from_: str | None = Field(default=None, alias="from")
+    from_user_id: str | None = None
+    timestamp: str | None = None
+    type: str = "unknown"
+    text: Text | None = None
+
+    @property
+    def text_body(self) -> str | None:
+        return self.text.body if self.type == "text" and self.text else None
+
+
+class StatusErrorDetail(_Loose):
+    code: int | None = None
+    title: str | None = None
+
+
+class Pricing(_Loose):
+    billable: bool | None = None
+    pricing_model: str | None = None
+    category: str | None = None
+    type: str | None = None
+
+
+class StatusUpdate(_Loose):
+    id: str = Field(min_length=1, max_length=256)
+    status: str
+    timestamp: str | None = None
+    recipient_id: str | None = None
+    errors: list[StatusErrorDetail] = Field(default_factory=list)
+    pricing: Pricing | None = None
+
+
+class UserPreference(_Loose):
+    wa_id: str | None = None
+    user_id: str | None = None
+    category: str | None = None
+    value: str | None = None
+
+
+class ChangeValue(_Loose):
+    contacts: list[WebhookContact] = Field(default_factory=list)
+    messages: list[InboundMessage] = Field(default_factory=list)
+    statuses: list[StatusUpdate] = Field(default_factory=list)
+    user_preferences: list[UserPreference] = Field(default_factory=list)
+
+
+class Change(_Loose):
+    field: str = ""
+    value: ChangeValue = Field(default_factory=ChangeValue)
+
+
+class Entry(_Loose):
+    id: str | None = None
+    changes: list[Change] = Field(default_factory=list)
+
+
+class WebhookPayload(_Loose):
+    object: str = ""
+    entry: list[Entry] = Field(default_factory=list)
+
+
+def signature_valid(app_secret: str, body: bytes, header: str | None) -> bool:
+    """``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>``, compared in constant time."""
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(header[len("sha256=") :].strip().lower(), expected)

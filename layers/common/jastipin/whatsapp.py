@@ -1,0 +1,173 @@
+"""WhatsApp Cloud API client: text, template and image messages through one choke point.
+
+Every failure becomes a typed error keyed by Graph error code and grouped by what the sender must do:
+``RetryableError`` (back off and retry), ``PermanentError`` (log failed, never retry), ``AuthError`` (stop
+sending and alarm), with ``WindowClosed`` and ``MarketingOptOut`` as permanent errors that carry meaning.
+The token never appears in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+# Graph error codes (Meta: "Cloud API error codes").
+AUTH_CODES = frozenset({0, 190, 10, 200, 3})  # token expired/invalid, permission errors
+RATE_LIMIT_CODES = frozenset({4, 80007, 130429, 131048, 131056})  # app/WABA/throughput/spam/pair rate limits
+RETRYABLE_CODES = RATE_LIMIT_CODES | frozenset({1, 2, 131000, 131016, 133004})  # unknown/service unavailable
+WINDOW_CLOSED_CODE = 131047  # re-engagement: more than 24 h since the user's last message
+MARKETING_OPT_OUT_CODE = 131050  # user stopped marketing messages
+INVALID_RECIPIENT_CODES = frozenset({131026, 131030, 131045, 100})
+
+
+class WhatsAppError(Exception):
+    """Base class: ``code`` is the Graph error code (or None), ``http_status`` the HTTP status (0: none)."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, code: int | None = None, http_status: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+    @property
+    def reason(self) -> str:
+        """Short, PII-free text for the notifications log."""
+        if self.code is not None:
+            return f"whatsapp_error_{self.code}"
+        return f"http_{self.http_status}" if self.http_status else "network_error"
+
+
+class RetryableError(WhatsAppError):
+    retryable = True
+
+
+class RateLimited(RetryableError):
+    pass
+
+
+class PermanentError(WhatsAppError):
+    pass
+
+
+class WindowClosed(PermanentError):
+    pass
+
+
+class MarketingOptOut(PermanentError):
+    pass
+
+
+class AuthError(WhatsAppError):
+    """The token is expired or invalid: every further send fails the same way."""
+
+
+def classify(http_status: int, body: Any) -> WhatsAppError:
+    """Turn a non-2xx Graph response into the typed error the sender acts on."""
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    message = str(error.get("message") or f"HTTP {http_status}")[:300]
+    kwargs = {"code": code, "http_status": http_status}
+    if http_status == 401 or code in AUTH_CODES:
+        return AuthError(message, **kwargs)
+    if code == WINDOW_CLOSED_CODE:
+        return WindowClosed(message, **kwargs)
+    if code == MARKETING_OPT_OUT_CODE:
+        return MarketingOptOut(message, **kwargs)
+    if http_status == 429 or code in RATE_LIMIT_CODES:
+        return RateLimited(message, **kwargs)
+    if http_status >= 500 or code in RETRYABLE_CODES:
+        return RetryableError(message, **kwargs)
+    return PermanentError(message, **kwargs)
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a message goes: a phone (E.164) or, for username users, a business-scoped user id."""
+
+    phone: str | None = None
+    user_id: str | None = None
+
+    def as_fields(self) -> dict[str, str]:
+        if self.phone:
+            return {"to": self.phone.lstrip("+")}
+        if self.user_id:
+            return {"recipient": self.user_id}
+        raise ValueError("address needs a phone or a user id")
+
+
+class WhatsAppClient:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        version: str,
+        phone_number_id: str,
+        access_token: str,
+        timeout: float = 10.0,
+        max_connections: int = 64,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._token = access_token
+        self._path = f"/{version}/{phone_number_id}/messages"
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            transport=transport,
+            headers={"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"},
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    def __repr__(self) -> str:
+        return f"WhatsAppClient(path={self._path!r}, token=***)"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def send_text(self, to: Address, body: str, *, preview_url: bool = False) -> str:
+        return self._send(to, {"type": "text", "text": {"body": body, "preview_url": preview_url}})
+
+    def send_template(
+        self, to: Address, name: str, language: str, parameters: list[str] | None = None
+    ) -> str:
+        template: dict[str, Any] = {"name": name, "language": {"code": language}}
+        if parameters:
+            template["components"] = [
+                {"type": "body", "parameters": [{"type": "text", "text": value} for value in parameters]}
+            ]
+        return self._send(to, {"type": "template", "template": template})
+
+    def send_image(
+        self, to: Address, *, link: str | None = None, media_id: str | None = None, caption: str | None = None
+    ) -> str:
+        image: dict[str, Any] = {"link": link} if link else {"id": media_id}
+        if caption:
+            image["caption"] = caption
+        return self._send(to, {"type": "image", "image": image})
+
+    def _send(self, to: Address, message: dict[str, Any]) -> str:
+        """POST one message; returns the wamid or raises a typed WhatsAppError."""
+        payload = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            **to.as_fields(),
+            **message,
+        }
+        try:
+            response = self._http.post(self._path, json=payload)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"timeout: {type(exc).__name__}") from None
+        except httpx.TransportError as exc:
+            raise RetryableError(f"transport: {type(exc).__name__}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success:
+            try:
+                return str(body["messages"][0]["id"])
+            except (KeyError, IndexError, TypeError):
+                raise RetryableError("2xx without a message id", http_status=response.status_code) from None
+        raise classify(response.status_code, body)

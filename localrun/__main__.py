@@ -1,0 +1,121 @@
+"""``python -m localrun``: run the whole system locally (see README, "Run it locally")."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig
+
+
+def parse_args(argv: list[str] | None = None) -> RuntimeConfig:
+    parser = argparse.ArgumentParser(prog="python -m localrun", description=__doc__)
+    parser.add_argument("--api-port", type=int, default=int(os.environ.get("JASTIPIN_API_PORT", 3000)))
+    parser.add_argument(
+        "--sandbox-port", type=int, default=int(os.environ.get("JASTIPIN_SANDBOX_PORT", 8900))
+    )
+    parser.add_argument("--moto-port", type=int, default=int(os.environ.get("JASTIPIN_MOTO_PORT", 5001)))
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="template parameter override, e.g. RateLimitPerSecond=20 (repeatable)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra env var for every function, e.g. CHUNK_SIZE=50 (repeatable)",
+    )
+    parser.add_argument(
+        "--visibility-timeout",
+        type=int,
+        default=None,
+        help="seconds; overrides the main queues' 180 s so failed batches come back sooner",
+    )
+    parser.add_argument(
+        "--whatsapp-url",
+        default=os.environ.get("JASTIPIN_WHATSAPP_URL"),
+        help="send to this Cloud API base URL (e.g. https://graph.facebook.com) instead of the "
+        "sandbox; then also set WA_ACCESS_TOKEN, WA_PHONE_NUMBER_ID, WA_APP_SECRET, "
+        "WA_VERIFY_TOKEN in the environment",
+    )
+    parser.add_argument("--sandbox-latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--no-status-callbacks",
+        action="store_true",
+        help="the sandbox does not post sent/delivered statuses back to the webhook",
+    )
+    args = parser.parse_args(argv)
+    env = dict(item.split("=", 1) for item in args.env)
+    if args.whatsapp_url:
+        for name in ("WA_ACCESS_TOKEN", "WA_PHONE_NUMBER_ID", "WA_APP_SECRET", "WA_VERIFY_TOKEN"):
+            if name not in os.environ and name not in env:
+                parser.error(f"--whatsapp-url needs {name} in the environment")
+            env.setdefault(name, os.environ[name])
+    return RuntimeConfig(
+        api_port=args.api_port,
+        sandbox_port=args.sandbox_port,
+        moto_port=args.moto_port,
+        parameters=dict(item.split("=", 1) for item in args.param),
+        env=env,
+        visibility_timeout=args.visibility_timeout,
+        whatsapp_url=args.whatsapp_url,
+        sandbox_latency_ms=args.sandbox_latency_ms,
+        status_callbacks=not args.no_status_callbacks,
+    )
+
+
+def banner(runtime: LocalRuntime) -> str:
+    api = runtime.api.url  # type: ignore[union-attr]
+    token = runtime.config.env.get("API_TOKEN", LOCAL_SECRETS["API_TOKEN"])
+    whatsapp = runtime.sandbox.url if runtime.sandbox else runtime.config.whatsapp_url
+    lines = [
+        "",
+        "Jastipin messaging is running locally.",
+        f"  HTTP API          {api}   (bearer token: {token})",
+        f"  WhatsApp          {whatsapp}" + ("   (sandbox)" if runtime.sandbox else "   (REAL Cloud API)"),
+        f"  AWS (moto)        {runtime.moto_url}   (region {runtime.config.region})",
+        f"  queues            {', '.join(sorted(runtime.stack.queues))}",  # type: ignore[union-attr]
+        "",
+        "Try it (another terminal):",
+        f"  curl -s -X POST {api}/api/trips -H 'Authorization: Bearer {token}' \\",
+        '       -d \'{"slug":"jpn25","title":"Jastip Jepang","owner_phone":"081234567890"}\'',
+    ]
+    if runtime.sandbox:
+        lines += [
+            f"  curl -s -X POST {whatsapp}/_sandbox/inbound \\",
+            '       -d \'{"from":"6281311112222","text":"JOIN jpn25"}\'',
+            f"  curl -s -X POST {api}/api/trips/jpn25/products -H 'Authorization: Bearer {token}' \\",
+            '       -d \'{"name":"Action Figure A","price":450000}\'',
+            f"  curl -s {whatsapp}/_sandbox/messages",
+        ]
+    lines += ["", "Ctrl-C stops everything.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    runtime = LocalRuntime(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        runtime.start()
+        print(banner(runtime), flush=True)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping...", file=sys.stderr, flush=True)
+        runtime.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

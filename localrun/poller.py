@@ -1,0 +1,131 @@
+"""SQS → Lambda event source mapping, as Lambda runs it: up to MaximumConcurrency pollers per queue, each
+receiving up to BatchSize messages (waiting up to MaximumBatchingWindowInSeconds to fill a batch), invoking
+the function synchronously, then deleting what succeeded. With ReportBatchItemFailures only the reported
+records stay; a function error keeps the whole batch. Messages that stay become visible again after the
+queue's visibility timeout, and the queue's redrive policy (moto) moves them to the DLQ after
+maxReceiveCount receives."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import Any
+
+import boto3
+
+from localrun.lambdas import FunctionError, FunctionPool
+from localrun.stack import Queue
+
+
+class EventSourceMapping:
+    def __init__(
+        self,
+        *,
+        queue: Queue,
+        pool: FunctionPool,
+        endpoint_url: str,
+        region: str,
+        batch_size: int,
+        batching_window: float,
+        max_concurrency: int,
+        report_failures: bool,
+    ) -> None:
+        self.queue, self.pool, self.region = queue, pool, region
+        self.batch_size = batch_size
+        self.batching_window = batching_window
+        self.max_concurrency = max_concurrency
+        self.report_failures = report_failures
+        self._sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.stats = {"batches": 0, "records": 0, "deleted": 0, "failed_records": 0, "function_errors": 0}
+
+    def start(self) -> EventSourceMapping:
+        for index in range(self.max_concurrency):
+            thread = threading.Thread(
+                target=self._run, name=f"esm-{self.queue.logical_id}-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = self._receive_batch()
+            except Exception:
+                time.sleep(0.5)
+                continue
+            if messages:
+                self._process(messages)
+
+    def _receive_batch(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        started = time.monotonic()
+        while len(messages) < self.batch_size and not self._stop.is_set():
+            response = self._sqs.receive_message(
+                QueueUrl=self.queue.url,
+                MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
+                WaitTimeSeconds=0 if messages else 1,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            received = response.get("Messages", [])
+            messages += received
+            if not messages:
+                return []
+            if not received or time.monotonic() - started >= self.batching_window:
+                break
+            if not self.batching_window:
+                break
+        return messages
+
+    def _process(self, messages: list[dict[str, Any]]) -> None:
+        event = {"Records": [self._record(m) for m in messages]}
+        with self._lock:
+            self.stats["batches"] += 1
+            self.stats["records"] += len(messages)
+        try:
+            result = self.pool.invoke(event)
+        except FunctionError:
+            with self._lock:
+                self.stats["function_errors"] += 1
+            return  # the whole batch becomes visible again after the visibility timeout
+        failed: set[str] = set()
+        if self.report_failures and isinstance(result, dict):
+            failures = result.get("batchItemFailures") or []
+            failed = {str(f.get("itemIdentifier")) for f in failures}
+            known = {m["MessageId"] for m in messages}
+            if not failed <= known:  # Lambda treats an unknown identifier as a failure of the whole batch
+                return
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(done[start : start + 10])
+            ]
+            self._sqs.delete_message_batch(QueueUrl=self.queue.url, Entries=entries)
+        with self._lock:
+            self.stats["deleted"] += len(done)
+            self.stats["failed_records"] += len(failed)
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        body = message["Body"]
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": body,
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": message.get("MessageAttributes", {}),
+            "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode()).hexdigest(),  # noqa: S324
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.queue.arn,
+            "awsRegion": self.region,
+        }

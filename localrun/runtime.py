@@ -1,0 +1,209 @@
+"""The whole system on one machine, no AWS account and no Docker: a moto server holding the template's
+queues and tables, the template's functions in Lambda-like worker processes, the HTTP API routed as the
+template declares, the queue → function wiring with Lambda's semantics, and a WhatsApp sandbox.
+
+Used by ``python -m localrun`` (the "run locally" command), the end-to-end tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from localrun.api import LocalHttpApi, Route
+from localrun.lambdas import FunctionPool
+from localrun.poller import EventSourceMapping
+from localrun.sandbox import WhatsAppSandbox
+from localrun.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parent.parent
+WEBHOOK_PATH = "/api/webhooks/whatsapp"
+
+# Local secrets: fixed and documented, so the README's curl lines work as pasted.
+LOCAL_SECRETS = {
+    "API_TOKEN": "local-api-token",
+    "ADMIN_TOKEN": "local-admin-token",
+    "WA_ACCESS_TOKEN": "local-wa-token",
+    "WA_APP_SECRET": "local-app-secret",
+    "WA_VERIFY_TOKEN": "local-verify-token",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RuntimeConfig:
+    api_port: int = 3000
+    sandbox_port: int = 8900
+    moto_port: int = 5001
+    region: str = "ap-southeast-3"
+    template: Path = ROOT / "template.yaml"
+    parameters: dict[str, str] = field(default_factory=dict)  # template parameter overrides
+    env: dict[str, str] = field(default_factory=dict)  # extra env vars for every function
+    visibility_timeout: int | None = None  # override the main queues' visibility (faster local retries)
+    api_concurrency: int = 4  # environments per API function (no reserved concurrency in the template)
+    whatsapp_url: str | None = None  # None: the local sandbox; else e.g. https://graph.facebook.com
+    sandbox_latency_ms: float = 0.0
+    status_callbacks: bool = True
+    enable_pollers: bool = True
+
+
+class LocalRuntime:
+    def __init__(self, config: RuntimeConfig | None = None) -> None:
+        self.config = config or RuntimeConfig()
+        self.moto = None
+        self.stack: LocalStack | None = None
+        self.api: LocalHttpApi | None = None
+        self.sandbox: WhatsAppSandbox | None = None
+        self.pools: dict[str, FunctionPool] = {}
+        self.mappings: list[EventSourceMapping] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> LocalRuntime:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+        cfg = self.config
+        moto_port = cfg.moto_port or free_port()
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+        self.moto.start()
+        self.moto_url = f"http://127.0.0.1:{moto_port}"
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+            os.environ.setdefault(name, value)
+        self.stack = LocalStack(
+            cfg.template, self.moto_url, cfg.region, cfg.parameters, visibility_timeout=cfg.visibility_timeout
+        ).create()
+        functions = self.stack.functions()
+
+        self.api = LocalHttpApi([], port=cfg.api_port)
+        secrets = {**LOCAL_SECRETS, **{k: v for k, v in cfg.env.items() if k in LOCAL_SECRETS}}
+        phone_number_id = cfg.env.get("WA_PHONE_NUMBER_ID") or self.stack.parameters["WhatsAppPhoneNumberId"]
+        if cfg.whatsapp_url is None:
+            self.sandbox = WhatsAppSandbox(
+                port=cfg.sandbox_port,
+                access_token=secrets["WA_ACCESS_TOKEN"],
+                phone_number_id=phone_number_id,
+                app_secret=secrets["WA_APP_SECRET"],
+                webhook_url=self.api.url + WEBHOOK_PATH,
+                status_callbacks=cfg.status_callbacks,
+                latency_ms=cfg.sandbox_latency_ms,
+            ).start()
+        extra_env = {
+            **secrets,
+            "SECRETS_SSM_PREFIX": "",  # secrets come from the env locally
+            "WA_API_BASE_URL": cfg.whatsapp_url or self.sandbox.url,  # type: ignore[union-attr]
+            "WA_PHONE_NUMBER_ID": phone_number_id,
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_DEFAULT_REGION": cfg.region,
+            "AWS_REGION": cfg.region,
+            **cfg.env,
+        }
+        layers = self.stack.layer_paths()
+        for logical_id, spec in functions.items():
+            concurrency = spec.reserved_concurrency or cfg.api_concurrency
+            self.pools[logical_id] = FunctionPool(spec, extra_env, layers, int(concurrency))
+            for method, path in spec.routes:
+                self.api.routes.append(Route(method, path, self.pools[logical_id]))
+        self.api.start()
+        if cfg.enable_pollers:
+            self.start_pollers()
+        return self
+
+    def start_pollers(self) -> None:
+        assert self.stack is not None
+        for logical_id, spec in self.stack.functions().items():
+            for source in spec.sqs_sources:
+                self.mappings.append(
+                    EventSourceMapping(
+                        queue=source["queue"],
+                        pool=self.pools[logical_id],
+                        endpoint_url=self.moto_url,
+                        region=self.config.region,
+                        batch_size=source["batch_size"],
+                        batching_window=source["batching_window"],
+                        max_concurrency=source["max_concurrency"],
+                        report_failures=source["report_failures"],
+                    ).start()
+                )
+
+    def stop_pollers(self) -> None:
+        for mapping in self.mappings:
+            mapping.stop()
+        self.mappings = []
+
+    def stop(self) -> None:
+        self.stop_pollers()
+        if self.api:
+            self.api.stop()
+        for pool in self.pools.values():
+            pool.close()
+        if self.sandbox:
+            self.sandbox.stop()
+        if self.moto:
+            self.moto.stop()
+
+    def __enter__(self) -> LocalRuntime:  # noqa: PYI034
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers for tests, benchmarks and operators ------------------------------------------------------
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.moto_url,
+            region_name=self.config.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
+        )
+
+    def queue_url(self, logical_id: str) -> str:
+        assert self.stack is not None
+        return self.stack.queues[logical_id].url
+
+    def table_name(self, logical_id: str) -> str:
+        assert self.stack is not None
+        return self.stack.tables[logical_id]
+
+    def queue_depths(self) -> dict[str, int]:
+        sqs = self.client("sqs")
+        depths = {}
+        assert self.stack is not None
+        for logical_id, queue in self.stack.queues.items():
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=queue.url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+            depths[logical_id] = sum(int(v) for v in attrs.values())
+        return depths
+
+    def wait_idle(self, timeout: float = 60.0, settle: float = 0.5) -> None:
+        """Wait until every queue (DLQs aside) is empty and stays so for `settle` seconds."""
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            busy = {q: n for q, n in self.queue_depths().items() if n and not q.endswith("DLQ")}
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= settle:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"queues still busy after {timeout}s: {self.queue_depths()}")

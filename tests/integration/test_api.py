@@ -1,0 +1,142 @@
+"""The backend API handler against a moto server: happy path and every documented error status."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import boto3
+import pytest
+
+from tests.conftest import REGION, load_event
+from tests.integration.conftest import FakeContext
+
+TOKEN = "local-api-token"
+
+
+def call(
+    ctx,
+    method: str,
+    path: str,
+    body=None,
+    *,
+    token: str | None = TOKEN,
+    raw: str | None = None,
+    route: str | None = None,
+    params: dict | None = None,
+):
+    event = copy.deepcopy(load_event("create_trip.json"))
+    event["routeKey"] = f"{method} {route or path}"
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    event["headers"] = {"content-type": "application/json"}
+    if token is not None:
+        event["headers"]["authorization"] = f"Bearer {token}"
+    event["body"] = raw if raw is not None else (json.dumps(body) if body is not None else None)
+    event["pathParameters"] = params or {}
+    response = ctx.enqueue.handler(event, FakeContext())
+    return response["statusCode"], json.loads(response["body"]) if response.get("body") else None
+
+
+def create_trip(ctx, slug="jpn25"):
+    return call(
+        ctx, "POST", "/api/trips", {"slug": slug, "title": "Jastip Jepang", "owner_phone": "081234567890"}
+    )
+
+
+def upload(ctx, body, trip="jpn25", **kw):
+    return call(
+        ctx,
+        "POST",
+        f"/api/trips/{trip}/products",
+        body,
+        route="/api/trips/{tripId}/products",
+        params={"tripId": trip},
+        **kw,
+    )
+
+
+def queued(ctx):
+    sqs = boto3.client("sqs", endpoint_url=ctx.moto_url, region_name=REGION)
+    url = ctx.stack.queues["NotificationsQueue"].url
+    return sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+
+
+def test_create_trip_then_upload_queues_one_fan_out_job(ctx):
+    status, trip = create_trip(ctx)
+    assert status == 201 and trip["slug"] == "jpn25" and trip["window_policy"] == "skip"
+    status, body = upload(ctx, {"name": "Action Figure A", "price": 450000, "description": "Edisi terbatas"})
+    assert status == 202 and body["status"] == "queued" and body["job_id"].startswith("job_")
+    (message,) = queued(ctx)
+    job = json.loads(message["Body"])
+    assert job == {
+        "jobId": body["job_id"],
+        "kind": "product_update",
+        "tripId": "jpn25",
+        "productId": body["product_id"],
+        "template": "product_update",
+        "alwaysInWindow": False,
+        "message": "Ada produk baru di trip Jastip Jepang: Action Figure A - Rp450.000\nEdisi terbatas\n\n"
+        "Balas INFO untuk produk terbaru, STOP untuk berhenti.",
+    }
+
+
+def test_duplicate_slug_is_409(ctx):
+    create_trip(ctx)
+    status, body = create_trip(ctx)
+    assert status == 409 and body["error"]["field"] == "slug"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"title": "x", "owner_phone": "081234567890"}, "slug"),
+        ({"slug": "a b!", "title": "x", "owner_phone": "081234567890"}, "slug"),
+        ({"slug": "jpn25", "title": "", "owner_phone": "081234567890"}, "title"),
+        ({"slug": "jpn25", "title": "x", "owner_phone": "12"}, "owner_phone"),
+        ({"slug": "jpn25", "title": "x", "owner_phone": "081234567890", "extra": 1}, "extra"),
+        ({"slug": "jpn25", "title": "x", "owner_phone": "081234567890", "window_policy": "template"}, "body"),
+    ],
+)
+def test_schema_errors_are_422_naming_the_field(ctx, body, field):
+    status, response = call(ctx, "POST", "/api/trips", body)
+    assert status == 422 and response["error"]["code"] == "validation_error"
+    assert response["error"]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "A", "price": -1}, "price"),
+        ({"price": 1}, "name"),
+        ({"name": "A", "price": "mahal"}, "price"),
+    ],
+)
+def test_product_schema_errors(ctx, body, field):
+    create_trip(ctx)
+    status, response = upload(ctx, body)
+    assert status == 422 and response["error"]["field"] == field
+    assert queued(ctx) == []
+
+
+def test_malformed_json_is_400(ctx):
+    for raw in ("{not json", "[1,2]", ""):
+        status, body = call(ctx, "POST", "/api/trips", raw=raw)
+        assert status == 400 and body["error"]["field"] == "body"
+
+
+def test_auth(ctx):
+    assert call(ctx, "POST", "/api/trips", {}, token=None)[0] == 401
+    status, body = call(ctx, "POST", "/api/trips", {}, token="wrong")
+    assert status == 403 and body["error"]["field"] == "Authorization"
+    assert call(ctx, "POST", "/api/trips", {}, token="local-admin-token")[0] == 403
+
+
+def test_unknown_trip_is_404(ctx):
+    status, body = upload(ctx, {"name": "A", "price": 1}, trip="nope")
+    assert status == 404 and body["error"]["field"] == "tripId"
+
+
+def test_oversized_body_is_413(ctx):
+    status, body = call(ctx, "POST", "/api/trips", raw=json.dumps({"slug": "x" * 70_000}))
+    assert status == 413 and body["error"]["code"] == "payload_too_large"

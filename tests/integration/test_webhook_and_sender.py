@@ -1,0 +1,199 @@
+"""Webhook and sender handlers against a moto server over HTTP and the WhatsApp sandbox over HTTP."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import boto3
+
+from localrun.sandbox import sign
+from tests.conftest import REGION, load_event
+from tests.integration.conftest import FakeContext
+from tests.integration.test_api import create_trip, upload
+
+SECRET = "local-app-secret"
+
+
+def post_webhook(ctx, payload: dict | str, *, signature: str | None = "auto"):
+    event = copy.deepcopy(load_event("webhook_message.json"))
+    body = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    event["body"] = body
+    event["headers"] = {"content-type": "application/json"}
+    if signature == "auto":
+        event["headers"]["x-hub-signature-256"] = sign(SECRET, body.encode())
+    elif signature is not None:
+        event["headers"]["x-hub-signature-256"] = signature
+    response = ctx.webhook.handler(event, FakeContext())
+    return response["statusCode"], response.get("body")
+
+
+def inbound(text: str, msg_id: str, phone: str = "6281311112222") -> dict:
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550000000",
+                                "phone_number_id": "000000000000000",
+                            },
+                            "contacts": [{"profile": {"name": "Ani"}, "wa_id": phone}],
+                            "messages": [
+                                {
+                                    "from": phone,
+                                    "id": msg_id,
+                                    "timestamp": "1796000000",
+                                    "type": "text",
+                                    "text": {"body": text},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def drain(ctx, queue: str = "NotificationsQueue", rounds: int = 5) -> list[dict]:
+    """Feed queued messages to the sender handler as Lambda would, until the queue is empty."""
+    sqs = boto3.client("sqs", endpoint_url=ctx.moto_url, region_name=REGION)
+    q = ctx.stack.queues[queue]
+    responses = []
+    for _ in range(rounds):
+        messages = sqs.receive_message(
+            QueueUrl=q.url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+        ).get("Messages", [])
+        if not messages:
+            break
+        event = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": {},
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": q.arn,
+                    "awsRegion": REGION,
+                }
+                for m in messages
+            ]
+        }
+        response = ctx.sender.handler(event, FakeContext())
+        responses.append(response)
+        failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+        for m in messages:
+            if m["MessageId"] not in failed:
+                sqs.delete_message(QueueUrl=q.url, ReceiptHandle=m["ReceiptHandle"])
+    return responses
+
+
+def test_verify_handshake(ctx):
+    event = load_event("webhook_verify.json")
+    response = ctx.webhook.handler(event, FakeContext())
+    assert response["statusCode"] == 200 and response["body"] == "1158201444"
+    assert response["headers"]["Content-Type"] == "text/plain"
+    bad = copy.deepcopy(event)
+    bad["queryStringParameters"]["hub.verify_token"] = "nope"
+    assert ctx.webhook.handler(bad, FakeContext())["statusCode"] == 403
+
+
+def test_sample_event_signature_verifies(ctx):
+    create_trip(ctx)
+    response = ctx.webhook.handler(load_event("webhook_message.json"), FakeContext())
+    assert response["statusCode"] == 200
+
+
+def test_signature_missing_401_wrong_403_nothing_processed(ctx):
+    create_trip(ctx)
+    assert post_webhook(ctx, inbound("JOIN jpn25", "wamid.a"), signature=None)[0] == 401
+    assert post_webhook(ctx, inbound("JOIN jpn25", "wamid.a"), signature="sha256=" + "0" * 64)[0] == 403
+    drain(ctx)
+    assert ctx.sandbox.messages() == []
+
+
+def test_join_upload_fan_out_and_log(ctx):
+    create_trip(ctx)
+    assert post_webhook(ctx, inbound("JOIN jpn25", "wamid.a"))[0] == 200
+    assert post_webhook(ctx, inbound("join JPN25", "wamid.b", phone="6285712345678"))[0] == 200
+    drain(ctx)
+    assert [m["body"]["text"]["body"].split("!")[0] for m in ctx.sandbox.messages()] == [
+        "Terima kasih sudah join"
+    ] * 2
+    ctx.sandbox.clear()
+    status, body = upload(ctx, {"name": "Action Figure A", "price": 450000})
+    assert status == 202
+    responses = drain(ctx)
+    assert all(r == {"batchItemFailures": []} for r in responses)
+    sent = ctx.sandbox.messages()
+    assert sorted(m["to"] for m in sent) == ["6281311112222", "6285712345678"]
+    assert {m["body"]["text"]["body"] for m in sent} == {
+        "Ada produk baru di trip Jastip Jepang: Action Figure A - Rp450.000\n\n"
+        "Balas INFO untuk produk terbaru, STOP untuk berhenti."
+    }
+    ddb = boto3.client("dynamodb", endpoint_url=ctx.moto_url, region_name=REGION)
+    items = ddb.query(
+        TableName=ctx.stack.tables["NotificationsLogTable"],
+        KeyConditionExpression="job_id = :j",
+        ExpressionAttributeValues={":j": {"S": body["job_id"]}},
+    )["Items"]
+    assert sorted(i["provider_msg_id"]["S"] for i in items) == sorted(m["id"] for m in sent)
+    assert {i["status"]["S"] for i in items} == {"sent"}
+
+
+def test_same_webhook_twice_replies_once(ctx):
+    create_trip(ctx)
+    payload = inbound("JOIN jpn25", "wamid.dup")
+    assert post_webhook(ctx, payload)[0] == 200
+    assert post_webhook(ctx, payload)[0] == 200
+    drain(ctx)
+    assert len(ctx.sandbox.messages()) == 1
+
+
+def test_unparseable_or_odd_payloads_are_acknowledged(ctx):
+    assert post_webhook(ctx, "[]")[0] == 200
+    assert (
+        post_webhook(
+            ctx,
+            {
+                "object": "whatsapp_business_account",
+                "entry": [
+                    {
+                        "changes": [
+                            {
+                                "field": "messages",
+                                "value": {
+                                    "messages": [
+                                        {
+                                            "from": "6281311112222",
+                                            "id": "wamid.img",
+                                            "type": "image",
+                                            "image": {"id": "1"},
+                                        }
+                                    ]
+                                },
+                            }
+                        ]
+                    }
+                ],
+            },
+        )[0]
+        == 200
+    )
+    assert post_webhook(ctx, "not json at all")[0] == 200
+
+
+def test_sender_reports_only_the_broken_record(ctx):
+    good = load_event("sqs_notifications.json")["Records"][0]
+    bad = {**good, "messageId": "bad-1", "body": '{"jobId": 1}'}
+    response = ctx.sender.handler({"Records": [good, bad]}, FakeContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}

@@ -1,0 +1,106 @@
+"""Unit-test fixtures: moto's in-process ``mock_aws`` with the template's tables and queues, and a WhatsApp
+API faked with ``httpx.MockTransport``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from moto import mock_aws
+
+from localrun.stack import LocalStack
+from tests.conftest import REGION, ROOT, settings_env
+
+
+@pytest.fixture
+def aws() -> Iterator[LocalStack]:
+    with mock_aws():
+        stack = LocalStack(ROOT / "template.yaml", endpoint_url=None, region=REGION).create()  # type: ignore[arg-type]
+        yield stack
+
+
+@pytest.fixture
+def settings(aws: LocalStack, monkeypatch: pytest.MonkeyPatch):
+    from jastipin.settings import Settings
+    from jastipin.tables import bind_tables
+
+    for name, value in settings_env(aws, WA_API_BASE_URL="https://graph.test").items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()  # type: ignore[call-arg]
+    bind_tables(settings)
+    return settings
+
+
+@dataclass
+class FakeGraph:
+    """Answers like the Cloud API; `script` maps a recipient to a list of responses (one per attempt)."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    script: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    counter: int = 0
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.requests.append({"url": str(request.url), "headers": dict(request.headers), "json": body})
+        to = body.get("to") or body.get("recipient")
+        planned = self.script.get(to)
+        if planned:
+            status, payload = planned.pop(0)
+            return httpx.Response(status, json=payload)
+        self.counter += 1
+        return httpx.Response(
+            200,
+            json={
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to}],
+                "messages": [{"id": f"wamid.test{self.counter}"}],
+            },
+        )
+
+    def fail(self, to: str, *responses: tuple[int, int]) -> None:
+        """Script failures for a recipient: (http_status, graph_code) per attempt."""
+        self.script[to] = [
+            (status, {"error": {"message": "scripted", "code": code}}) for status, code in responses
+        ]
+
+    def sent_to(self) -> list[str]:
+        return [r["json"].get("to") or r["json"].get("recipient") for r in self.requests]
+
+
+@pytest.fixture
+def graph() -> FakeGraph:
+    return FakeGraph()
+
+
+@pytest.fixture
+def whatsapp_client(graph: FakeGraph):
+    from jastipin.whatsapp import WhatsAppClient
+
+    client = WhatsAppClient(
+        base_url="https://graph.test",
+        version="v23.0",
+        phone_number_id="123",
+        access_token="tok",
+        transport=httpx.MockTransport(graph.handler),
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def no_sleep() -> Callable[[float], None]:
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    sleep.waits = waits  # type: ignore[attr-defined]
+    return sleep
+
+
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Jastipin")

@@ -1,0 +1,227 @@
+"""Sender logic against moto (mock_aws) and a scripted WhatsApp API (httpx.MockTransport): every recipient
+ends with exactly one logged outcome; only transient failures are retried; redelivery never re-sends."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from jastipin.delivery import Deadline, Sender, SendingHalted
+from jastipin.jobs import Job, JobKind, Recipient
+from jastipin.rate_limit import TokenBucket
+from jastipin.tables import Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
+
+
+class RecordingQueues:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Job, str, int]] = []
+
+    def send(self, job: Job, *, dedup_suffix: str = "", delay_seconds: int = 0) -> None:
+        self.sent.append((job, dedup_suffix, delay_seconds))
+
+    def send_many(self, jobs, *, dedup_suffixes=None, delay_seconds: int = 0) -> int:
+        for job, suffix in zip(jobs, dedup_suffixes or [""] * len(jobs), strict=False):
+            self.sent.append((job, suffix, delay_seconds))
+        return 1
+
+
+def phone(n: int) -> str:
+    return f"+62812000{n:05d}"
+
+
+def seed(count: int, *, trip: str = "jpn25", inbound_hours_ago: float | None = 1.0) -> list[Recipient]:
+    Trip(trip, title="Jastip Jepang", owner_phone="+6281234567890").save()
+    recipients = []
+    for n in range(count):
+        pid = f"p_{n:016d}"
+        Participant(trip, pid, wa_key=phone(n), phone=phone(n), name=f"P{n}").save()
+        contact = Contact(phone(n), participant_id=pid, phone=phone(n))
+        if inbound_hours_ago is not None:
+            contact.last_inbound_at = utcnow() - timedelta(hours=inbound_hours_ago)
+        contact.save()
+        recipients.append(Recipient(id=pid, phone=phone(n), name=f"P{n}"))
+    return recipients
+
+
+def product_job(recipients: list[Recipient] | None, job_id: str = "job_1") -> Job:
+    return Job(
+        job_id=job_id,
+        kind=JobKind.PRODUCT_UPDATE,
+        trip_id="jpn25",
+        product_id="prd_1",
+        participants=recipients,
+        template="product_update",
+        message="Ada produk baru: A - Rp1.000",
+    )
+
+
+def log_of(job_id: str) -> dict[str, NotificationLog]:
+    return {e.participant_id: e for e in NotificationLog.query(job_id)}
+
+
+@pytest.fixture
+def sender(settings, whatsapp_client, no_sleep):
+    return Sender(settings, RecordingQueues(), whatsapp_client, TokenBucket(10_000), sleep=no_sleep)
+
+
+def test_sends_text_and_logs_one_sent_entry_per_recipient(sender, graph):
+    recipients = seed(3)
+    result = sender.send_chunk(product_job(recipients), Deadline(None))
+    assert sorted(graph.sent_to()) == sorted(r.phone.lstrip("+") for r in recipients)
+    assert graph.requests[0]["json"] == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": graph.requests[0]["json"]["to"],
+        "type": "text",
+        "text": {"body": "Ada produk baru: A - Rp1.000", "preview_url": False},
+    }
+    assert graph.requests[0]["url"] == "https://graph.test/v23.0/123/messages"
+    assert graph.requests[0]["headers"]["authorization"] == "Bearer tok"
+    log = log_of("job_1")
+    assert {e.status for e in log.values()} == {"sent"}
+    assert {e.provider_msg_id for e in log.values()} == {"wamid.test1", "wamid.test2", "wamid.test3"}
+    assert all(e.attempts == 1 and e.trip_id == "jpn25" and e.expires_at for e in log.values())
+    assert result.count("sent") == 3
+
+
+def test_log_holds_no_phone_numbers_or_text(sender):
+    recipients = seed(1)
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    raw = NotificationLog._get_connection().scan()["Items"]
+    dumped = repr(raw)
+    assert recipients[0].phone.lstrip("+") not in dumped and "Ada produk" not in dumped
+
+
+def test_unsubscribed_after_queueing_is_skipped_at_send_time(sender, graph):
+    recipients = seed(2)
+    Participant("jpn25", recipients[0].id).update(
+        actions=[Participant.status.set(ParticipantStatus.UNSUBSCRIBED)]
+    )
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    log = log_of("job_1")
+    assert (log[recipients[0].id].status, log[recipients[0].id].reason) == ("skipped", "unsubscribed")
+    assert log[recipients[1].id].status == "sent"
+    assert graph.sent_to() == [recipients[1].phone.lstrip("+")]
+
+
+def test_closed_window_is_skipped_unless_trip_uses_a_template(sender, graph):
+    recipients = seed(2, inbound_hours_ago=30)
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    assert {(e.status, e.reason) for e in log_of("job_1").values()} == {("skipped", "window_closed")}
+    assert graph.requests == []
+
+    from jastipin.jobs import TemplateRef
+
+    job = product_job(recipients, "job_2").model_copy(
+        update={"template_ref": TemplateRef(name="product_update", parameters=["Jastip Jepang", "A"])}
+    )
+    sender.send_chunk(job, Deadline(None))
+    assert {e.status for e in log_of("job_2").values()} == {"sent"}
+    assert graph.requests[0]["json"]["type"] == "template"
+    assert graph.requests[0]["json"]["template"] == {
+        "name": "product_update",
+        "language": {"code": "id"},
+        "components": [
+            {
+                "type": "body",
+                "parameters": [{"type": "text", "text": "Jastip Jepang"}, {"type": "text", "text": "A"}],
+            }
+        ],
+    }
+
+
+def test_invalid_number_fails_without_retry(sender, graph):
+    recipients = seed(1)
+    graph.fail(recipients[0].phone.lstrip("+"), (400, 131026))
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    entry = log_of("job_1")[recipients[0].id]
+    assert (entry.status, entry.reason, entry.error_code, entry.attempts) == (
+        "failed",
+        "whatsapp_error_131026",
+        131026,
+        1,
+    )
+    assert len(graph.requests) == 1
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, 130429), (500, 1), (400, 131056), (503, 0)])
+def test_transient_failure_is_retried_with_backoff_then_sent(sender, graph, no_sleep, status, code):
+    recipients = seed(2)
+    target = recipients[0].phone.lstrip("+")
+    if code == 0:
+        graph.script[target] = [(503, {})]
+    else:
+        graph.fail(target, (status, code))
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    log = log_of("job_1")
+    assert (log[recipients[0].id].status, log[recipients[0].id].attempts) == ("sent", 2)
+    assert log[recipients[1].id].attempts == 1
+    assert graph.sent_to().count(target) == 2
+    assert graph.sent_to().count(recipients[1].phone.lstrip("+")) == 1  # only the failed one is retried
+    assert no_sleep.waits == [2.0]
+
+
+def test_transient_failure_three_times_is_logged_failed(sender, graph, no_sleep):
+    recipients = seed(1)
+    graph.fail(recipients[0].phone.lstrip("+"), (500, 131000), (429, 130429), (500, 131000))
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    entry = log_of("job_1")[recipients[0].id]
+    assert (entry.status, entry.attempts, entry.reason) == ("failed", 3, "whatsapp_error_131000")
+    assert no_sleep.waits == [2.0, 4.0]
+
+
+def test_redelivered_chunk_does_not_resend(sender, graph):
+    recipients = seed(3)
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    assert len(graph.requests) == 3
+    assert len(log_of("job_1")) == 3
+
+
+def test_token_error_halts_raises_and_a_redelivery_sends_the_rest(sender, graph):
+    recipients = seed(3)
+    for r in recipients:
+        graph.fail(r.phone.lstrip("+"), (401, 190))
+    with pytest.raises(SendingHalted):
+        sender.send_chunk(product_job(recipients), Deadline(None))
+    assert not any(e.status in {"sent", "failed"} for e in log_of("job_1").values())
+    graph.script.clear()  # the token is fixed; SQS redelivers: everyone is sent once, no attempt burnt
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    log = log_of("job_1")
+    assert {(e.status, e.attempts) for e in log.values()} == {("sent", 1)}
+
+
+def test_marketing_opt_out_code_marks_the_contact(sender, graph):
+    recipients = seed(1)
+    graph.fail(recipients[0].phone.lstrip("+"), (400, 131050))
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    assert log_of("job_1")[recipients[0].id].status == "failed"
+    assert Contact.get(recipients[0].phone).marketing_opt_out is True
+
+
+def test_out_of_time_requeues_the_rest_without_counting_an_attempt(settings, whatsapp_client, graph):
+    recipients = seed(4)
+    queues = RecordingQueues()
+    sender = Sender(settings, queues, whatsapp_client, TokenBucket(10_000))
+    result = sender.send_chunk(product_job(recipients), Deadline(lambda: 1000))  # 1 s left: below the margin
+    assert graph.requests == []
+    assert [r.id for r in result.requeued] == [r.id for r in recipients]
+    ((job, _suffix, delay),) = queues.sent
+    assert [r.id for r in job.participants] == [r.id for r in recipients] and delay == 0
+
+
+def test_fan_out_pages_active_participants_into_chunks(settings, whatsapp_client):
+    seed(7)
+    Participant("jpn25", "p_0000000000000003").update(
+        actions=[Participant.status.set(ParticipantStatus.UNSUBSCRIBED)]
+    )
+    queues = RecordingQueues()
+    sender = Sender(
+        settings.model_copy(update={"chunk_size": 3}), queues, whatsapp_client, TokenBucket(10_000)
+    )
+    assert sender.fan_out(product_job(None)) == 6
+    chunks = [job.participants for job, _, _ in queues.sent]
+    assert [len(c) for c in chunks] == [3, 3]
+    assert sorted(r.id for c in chunks for r in c) == sorted(f"p_{n:016d}" for n in range(7) if n != 3)
+    assert {job.job_id for job, _, _ in queues.sent} == {"job_1"}

@@ -1,0 +1,207 @@
+"""Inbound commands, statuses and preferences against moto (mock_aws)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from jastipin import texts
+from jastipin.inbound import CommandHandler, apply_preference, apply_status
+from jastipin.jobs import Job
+from jastipin.tables import Contact, NotificationLog, Participant, Product, Trip, utcnow
+from jastipin.webhook_payload import (
+    InboundMessage,
+    StatusUpdate,
+    UserPreference,
+    WebhookContact,
+    WebhookPayload,
+    signature_valid,
+)
+
+PHONE = "6281311112222"
+
+
+class Queued:
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    def send(self, job: Job, **_: object) -> None:
+        self.jobs.append(job)
+
+
+def say(
+    handler: CommandHandler,
+    text: str,
+    *,
+    msg_id: str = "wamid.in1",
+    phone: str | None = PHONE,
+    user_id: str | None = None,
+) -> str | None:
+    message = InboundMessage.model_validate(
+        {
+            "id": msg_id,
+            "from": phone,
+            "from_user_id": user_id,
+            "timestamp": str(int(utcnow().timestamp())),
+            "type": "text",
+            "text": {"body": text},
+        }
+    )
+    contacts = [WebhookContact(wa_id=phone, user_id=user_id, profile={"name": "Ani"})]
+    return handler.handle_message(message, contacts)
+
+
+@pytest.fixture
+def handler(settings):
+    Trip("jpn25", title="Jastip Jepang", owner_phone="+6281234567890").save()
+    Trip("kor26", title="Jastip Korea", owner_phone="+6281234567890").save()
+    return CommandHandler(Queued())
+
+
+def member(trip: str, phone: str = "+" + PHONE):
+    return next(iter(Participant.query(trip)), None)
+
+
+def test_join_registers_opens_window_and_queues_the_reply(handler):
+    assert say(handler, "join JPN25!") == texts.joined("Jastip Jepang")
+    participant = member("jpn25")
+    assert participant.status == "active" and participant.phone == "+" + PHONE and participant.name == "Ani"
+    contact = Contact.get("+" + PHONE)
+    assert contact.last_trip_id == "jpn25" and utcnow() - contact.last_inbound_at < timedelta(minutes=1)
+    (job,) = handler._queues.jobs
+    assert (
+        job.kind == "auto_reply"
+        and job.always_in_window
+        and job.message.startswith("Terima kasih sudah join!")
+    )
+    assert job.participants[0].phone == "+" + PHONE and job.participants[0].id == participant.participant_id
+
+
+def test_info_lists_three_latest_products(handler):
+    say(handler, "JOIN jpn25")
+    for n, price in enumerate([1000, 2000, 3000, 450000]):
+        Product("jpn25", f"prd_{n:04d}", name=f"Produk {n}", price=price).save()
+    reply = say(handler, "info", msg_id="wamid.in2")
+    assert reply == (
+        "Berikut produk terbaru trip Jastip Jepang:\n1. Produk 3 - Rp450.000\n"
+        "2. Produk 2 - Rp3.000\n3. Produk 1 - Rp2.000"
+    )
+
+
+def test_stop_then_rejoin(handler):
+    say(handler, "JOIN jpn25")
+    joined_at = member("jpn25").joined_at
+    assert say(handler, "STOP", msg_id="wamid.in2").startswith("Anda berhenti menerima notifikasi.")
+    stopped = member("jpn25")
+    assert stopped.status == "unsubscribed" and stopped.unsubscribed_at is not None
+    say(handler, "join jpn25", msg_id="wamid.in3")
+    again = member("jpn25")
+    assert again.status == "active" and again.unsubscribed_at is None and again.joined_at == joined_at
+
+
+def test_phone_in_two_trips_acts_on_most_recent_unless_slug_given(handler):
+    say(handler, "JOIN jpn25")
+    say(handler, "JOIN kor26", msg_id="wamid.in2")
+    assert "Jastip Korea" in say(handler, "INFO", msg_id="wamid.in3")
+    say(handler, "STOP jpn25", msg_id="wamid.in4")
+    assert member("jpn25").status == "unsubscribed" and member("kor26").status == "active"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("JOIN nope99", texts.trip_not_found("nope99")),
+        ("halo kak", texts.help_text()),
+        ("JOIN", texts.join_needs_slug()),
+        ("INFO", texts.not_joined()),
+        ("STOP", texts.not_joined()),
+    ],
+)
+def test_helpful_replies(handler, text, expected):
+    assert say(handler, text) == expected
+
+
+def test_business_scoped_user_without_phone(handler):
+    assert say(handler, "JOIN jpn25", phone=None, user_id="ID.987") == texts.joined("Jastip Jepang")
+    participant = member("jpn25")
+    assert (
+        participant.phone is None and participant.user_id == "ID.987" and participant.wa_key == "bsuid:ID.987"
+    )
+
+
+def _log(status: str = "sent") -> NotificationLog:
+    entry = NotificationLog(
+        "job_1",
+        "p_1",
+        trip_id="jpn25",
+        message_type="product_update",
+        status=status,
+        provider_msg_id="wamid.out1",
+        attempts=1,
+        created_at="x",
+        updated_at="x",
+        expires_at=utcnow() + timedelta(days=3),
+    )
+    entry.save()
+    return entry
+
+
+def test_statuses_move_forward_only_and_duplicates_are_harmless(settings):
+    _log()
+    assert apply_status(StatusUpdate(id="wamid.out1", status="read"))
+    assert not apply_status(StatusUpdate(id="wamid.out1", status="delivered"))  # late, out of order
+    assert not apply_status(StatusUpdate(id="wamid.out1", status="read"))  # duplicate
+    assert NotificationLog.get("job_1", "p_1").status == "read"
+
+
+def test_failed_status_carries_the_error_code_and_pricing(settings):
+    _log()
+    status = StatusUpdate.model_validate(
+        {
+            "id": "wamid.out1",
+            "status": "failed",
+            "errors": [{"code": 131026, "title": "undeliverable"}],
+            "pricing": {"billable": False, "category": "utility"},
+        }
+    )
+    assert apply_status(status)
+    entry = NotificationLog.get("job_1", "p_1")
+    assert (entry.status, entry.error_code, entry.billable, entry.pricing_category) == (
+        "failed",
+        131026,
+        False,
+        "utility",
+    )
+
+
+def test_marketing_preferences(settings):
+    Contact("+" + PHONE, participant_id="p_1").save()
+    apply_preference(UserPreference(wa_id=PHONE, category="marketing_messages", value="stop"))
+    assert Contact.get("+" + PHONE).marketing_opt_out is True
+    apply_preference(UserPreference(wa_id=PHONE, category="marketing_messages", value="resume"))
+    assert Contact.get("+" + PHONE).marketing_opt_out is False
+
+
+def test_signature():
+    body = '{"pesan":"halo 😀 é"}'.encode()
+    import hashlib
+    import hmac
+
+    good = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert signature_valid("s3cret", body, good)
+    assert not signature_valid("s3cret", body + b" ", good)
+    assert not signature_valid("other", body, good)
+    assert not signature_valid("s3cret", body, None)
+    assert not signature_valid("s3cret", body, good.replace("sha256=", "sha1="))
+
+
+def test_payload_ignores_unknown_fields():
+    payload = WebhookPayload.model_validate(
+        {
+            "object": "whatsapp_business_account",
+            "new_thing": 1,
+            "entry": [{"id": "1", "changes": [{"field": "account_update", "value": {"foo": "bar"}}]}],
+        }
+    )
+    assert payload.entry[0].changes[0].value.messages == []

@@ -1,0 +1,352 @@
+"""Invariants of template.yaml and of the sample events in events/ (no AWS, no Docker)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localrun.cfn_yaml import load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+EVENTS = ROOT / "events"
+BIN = Path(sys.executable).parent
+TOOL_ENV = {**os.environ, "AWS_DEFAULT_REGION": "ap-southeast-3", "SAM_CLI_TELEMETRY": "0"}
+
+WEBHOOK_APP_SECRET = b"local-app-secret"
+EXPECTED_ROUTES = {
+    "POST /api/trips": "EnqueueFunction",
+    "POST /api/trips/{tripId}/products": "EnqueueFunction",
+    "POST /api/trips/{tripId}/broadcasts": "EnqueueFunction",
+    "GET /api/trips/{tripId}/broadcasts/estimate": "EnqueueFunction",
+    "POST /api/trips/{tripId}/proofs": "EnqueueFunction",
+    "GET /api/trips/{tripId}/ledger": "EnqueueFunction",
+    "GET /api/webhooks/whatsapp": "WebhookFunction",
+    "POST /api/webhooks/whatsapp": "WebhookFunction",
+}
+MAIN_QUEUES = {"NotificationsQueue", "BroadcastQueue", "ProofNotifyQueue"}
+EXPECTED_ENV = {
+    "TRIPS_TABLE",
+    "PARTICIPANTS_TABLE",
+    "CONTACTS_TABLE",
+    "PRODUCTS_TABLE",
+    "NOTIFICATIONS_LOG_TABLE",
+    "IDEMPOTENCY_TABLE",
+    "RATE_LIMIT_TABLE",
+    "NOTIFICATIONS_QUEUE_URL",
+    "BROADCAST_QUEUE_URL",
+    "PROOF_NOTIFY_QUEUE_URL",
+    "WA_API_BASE_URL",
+    "WA_API_VERSION",
+    "WA_PHONE_NUMBER_ID",
+    "SECRETS_SSM_PREFIX",
+    "RATE_LIMIT_PER_SECOND",
+    "LOG_TTL_DAYS",
+    "MESSAGE_RATE_RUPIAH",
+    "SEND_CONCURRENCY",
+    "SENTRY_DSN",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+}
+# SAM policy templates the functions may use; anything else (inline statements, managed ARNs) is a finding.
+ALLOWED_POLICY_TEMPLATES = {
+    "DynamoDBCrudPolicy",
+    "DynamoDBReadPolicy",
+    "SQSSendMessagePolicy",
+    "SSMParameterReadPolicy",
+    "SSMParameterWithSlashPrefixReadPolicy",
+    "CloudWatchPutMetricPolicy",
+}
+
+
+# ---------------------------------------------------------------- helpers and fixtures
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]
+
+
+def of_type(resources: dict[str, Any], rtype: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in resources.items() if res["Type"] == rtype}
+
+
+def function_prop(template: dict[str, Any], name: str, prop: str) -> Any:
+    """A function property, falling back to Globals.Function as SAM does."""
+    props = template["Resources"][name]["Properties"]
+    return props.get(prop, template.get("Globals", {}).get("Function", {}).get(prop))
+
+
+def events_of_type(resources: dict[str, Any], event_type: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(function, event name, event properties) for every event of that type."""
+    found = []
+    for fn_name, fn in of_type(resources, "AWS::Serverless::Function").items():
+        for ev_name, ev in fn["Properties"].get("Events", {}).items():
+            if ev["Type"] == event_type:
+                found.append((fn_name, ev_name, ev["Properties"]))
+    return found
+
+
+def template_routes(resources: dict[str, Any]) -> dict[str, str]:
+    routes: dict[str, str] = {}
+    for fn_name, _, props in events_of_type(resources, "HttpApi"):
+        route = f"{props['Method'].upper()} {props['Path']}"
+        assert route not in routes, f"route {route} declared twice"
+        routes[route] = fn_name
+    return routes
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+
+
+def all_event_files() -> list[str]:
+    return sorted(p.name for p in EVENTS.glob("*.json"))
+
+
+def ref_target(value: Any) -> str:
+    """Logical id named by {"Ref": X} or {"Fn::GetAtt": [X, attr]}."""
+    if "Ref" in value:
+        return value["Ref"]
+    return value["Fn::GetAtt"][0]
+
+
+# ---------------------------------------------------------------- queues and event sources
+
+
+def test_every_main_queue_has_a_dlq_with_three_receives(resources: dict[str, Any]) -> None:
+    queues = of_type(resources, "AWS::SQS::Queue")
+    with_redrive = {name for name, q in queues.items() if "RedrivePolicy" in q["Properties"]}
+    assert with_redrive == MAIN_QUEUES
+    dlqs = set(queues) - MAIN_QUEUES
+    targets = set()
+    for name in MAIN_QUEUES:
+        props = queues[name]["Properties"]
+        redrive = props["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == 3, name
+        dlq = redrive["deadLetterTargetArn"]["Fn::GetAtt"]
+        assert dlq[1] == "Arn" and dlq[0] in dlqs, name
+        targets.add(dlq[0])
+        dlq_props = queues[dlq[0]]["Properties"]
+        # A FIFO queue's DLQ must be FIFO; the DLQ must outlive the source's retention.
+        assert bool(props.get("FifoQueue")) == bool(dlq_props.get("FifoQueue")), name
+        assert dlq_props["MessageRetentionPeriod"] > props.get("MessageRetentionPeriod", 345600), name
+    assert targets == dlqs, "each main queue needs its own DLQ"
+
+
+def test_visibility_timeout_is_at_least_six_sender_timeouts(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    sender_timeout = function_prop(template, "SenderFunction", "Timeout")
+    for name in MAIN_QUEUES:
+        assert resources[name]["Properties"]["VisibilityTimeout"] >= 6 * sender_timeout, name
+
+
+def test_queues_are_encrypted(resources: dict[str, Any]) -> None:
+    for name, queue in of_type(resources, "AWS::SQS::Queue").items():
+        assert queue["Properties"].get("SqsManagedSseEnabled") is True, name
+
+
+def test_broadcast_queue_is_fifo_per_trip(resources: dict[str, Any]) -> None:
+    props = resources["BroadcastQueue"]["Properties"]
+    assert props["FifoQueue"] is True
+    assert props["ContentBasedDeduplication"] is False
+    assert props["DeduplicationScope"] == "messageGroup"
+    assert props["FifoThroughputLimit"] == "perMessageGroupId"
+
+
+def test_every_sqs_event_source_reports_partial_failures_and_is_capped(resources: dict[str, Any]) -> None:
+    sources = events_of_type(resources, "SQS")
+    consumed = sorted(ref_target(props["Queue"]) for _, _, props in sources)
+    assert consumed == sorted(MAIN_QUEUES), "each main queue has exactly one consumer"
+    for fn_name, ev_name, props in sources:
+        where = f"{fn_name}.{ev_name}"
+        assert "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []), where
+        assert 2 <= props["ScalingConfig"]["MaximumConcurrency"] <= 1000, where  # AWS's allowed range
+        if resources[ref_target(props["Queue"])]["Properties"].get("FifoQueue"):
+            assert "MaximumBatchingWindowInSeconds" not in props, f"{where}: FIFO has no batching window"
+
+
+def test_sender_reserved_concurrency_covers_its_event_sources(resources: dict[str, Any]) -> None:
+    caps = [
+        props["ScalingConfig"]["MaximumConcurrency"]
+        for fn_name, _, props in events_of_type(resources, "SQS")
+        if fn_name == "SenderFunction"
+    ]
+    reserved = resources["SenderFunction"]["Properties"]["ReservedConcurrentExecutions"]
+    assert caps and reserved >= sum(caps)
+
+
+# ---------------------------------------------------------------- tables
+
+
+@pytest.mark.parametrize(
+    ("table", "attribute"),
+    [
+        ("NotificationsLogTable", "expires_at"),
+        ("IdempotencyTable", "expiration"),
+        ("RateLimitTable", "expires_at"),
+    ],
+)
+def test_ttl_is_enabled(resources: dict[str, Any], table: str, attribute: str) -> None:
+    ttl = resources[table]["Properties"]["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": attribute, "Enabled": True}
+
+
+def test_tables_are_on_demand_and_encrypted(resources: dict[str, Any]) -> None:
+    for name, table in of_type(resources, "AWS::DynamoDB::Table").items():
+        props = table["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST", name
+        assert props["SSESpecification"] == {"SSEEnabled": True}, name
+
+
+def test_log_table_indexes(resources: dict[str, Any]) -> None:
+    gsis = resources["NotificationsLogTable"]["Properties"]["GlobalSecondaryIndexes"]
+    indexes = {gsi["IndexName"]: gsi for gsi in gsis}
+    assert set(indexes) == {"by_provider_msg_id", "by_trip"}
+    by_wamid = indexes["by_provider_msg_id"]
+    assert by_wamid["KeySchema"] == [{"AttributeName": "provider_msg_id", "KeyType": "HASH"}]
+
+
+# ---------------------------------------------------------------- functions, IAM, env
+
+
+def test_no_policy_grants_full_access(template: dict[str, Any]) -> None:
+    assert "FullAccess" not in json.dumps(template)
+
+
+def test_functions_use_only_sam_policy_templates(resources: dict[str, Any]) -> None:
+    for name, fn in of_type(resources, "AWS::Serverless::Function").items():
+        for policy in fn["Properties"].get("Policies", []):
+            assert isinstance(policy, dict) and len(policy) == 1, f"{name}: {policy}"
+            assert set(policy) <= ALLOWED_POLICY_TEMPLATES, f"{name}: {policy}"
+
+
+def test_every_route_exists_with_the_right_function(resources: dict[str, Any]) -> None:
+    assert template_routes(resources) == EXPECTED_ROUTES
+    for fn_name, ev_name, props in events_of_type(resources, "HttpApi"):
+        assert props["ApiId"] == {"Ref": "HttpApi"}, f"{fn_name}.{ev_name}"
+
+
+def test_globals_env_vars_are_exact_and_locally_resolvable(template: dict[str, Any]) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert set(env) == EXPECTED_ENV
+    known = set(template["Resources"]) | set(template["Parameters"])
+    for name, value in env.items():
+        if isinstance(value, str):
+            continue
+        assert isinstance(value, dict) and set(value) <= {"Ref", "Fn::GetAtt"}, f"{name}: {value}"
+        assert ref_target(value) in known, f"{name}: {value}"
+
+
+def test_dashboard_body_is_valid_json(resources: dict[str, Any]) -> None:
+    body = resources["OpsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    known = set(resources) | {"AWS::Region"}
+    for ref in re.findall(r"\$\{([^}]+)\}", body):
+        assert ref.split(".")[0] in known, ref
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    rows = [row for widget in widgets for row in widget["properties"]["metrics"]]
+    metric_names = {item for row in rows for item in row if isinstance(item, str)}
+    expected = {"NotificationSent", "NotificationFailed", "NotificationSkipped", "WhatsAppRateLimited"}
+    assert expected <= metric_names
+
+
+def test_every_dlq_has_an_alarm_and_every_alarm_notifies_the_topic(resources: dict[str, Any]) -> None:
+    alarms = of_type(resources, "AWS::CloudWatch::Alarm")
+    watched = {
+        d["Value"]["Fn::GetAtt"][0]
+        for a in alarms.values()
+        for d in a["Properties"].get("Dimensions", [])
+        if d["Name"] == "QueueName"
+    }
+    queues = of_type(resources, "AWS::SQS::Queue")
+    assert watched == set(queues) - MAIN_QUEUES
+    for name, alarm in alarms.items():
+        assert {"Ref": "AlertTopic"} in alarm["Properties"]["AlarmActions"], name
+
+
+# ---------------------------------------------------------------- sample events
+
+
+def test_there_is_an_event_for_every_route_and_queue(resources: dict[str, Any]) -> None:
+    api_routes = {load_event(f).get("routeKey") for f in all_event_files()} - {None}
+    assert api_routes == set(template_routes(resources))
+    readme = (EVENTS / "README.md").read_text(encoding="utf-8")
+    for name in all_event_files():
+        assert f"events/{name}" in readme, f"{name} missing from events/README.md"
+
+
+@pytest.mark.parametrize("name", all_event_files())
+def test_event_parses_and_matches_the_template(resources: dict[str, Any], name: str) -> None:
+    event = load_event(name)
+    if "Records" in event:  # SQS
+        queues = of_type(resources, "AWS::SQS::Queue")
+        for record in event["Records"]:
+            assert record["eventSource"] == "aws:sqs"
+            queue = record["eventSourceARN"].rsplit(":", 1)[1]
+            fifo = queue.endswith(".fifo")
+            assert queue.removesuffix(".fifo") in MAIN_QUEUES, queue
+            assert bool(queues[queue.removesuffix(".fifo")]["Properties"].get("FifoQueue")) == fifo
+            assert ("MessageGroupId" in record["attributes"]) == fifo
+            assert record["attributes"]["ApproximateReceiveCount"] == "1"
+            assert (
+                hashlib.md5(record["body"].encode(), usedforsecurity=False).hexdigest() == record["md5OfBody"]
+            )
+            job = json.loads(record["body"])
+            assert job["tripId"] and job["participants"] and job["kind"]
+        return
+    assert event["version"] == "2.0"
+    assert event["routeKey"] in template_routes(resources)
+    method, route_path = event["routeKey"].split(" ", 1)
+    assert event["requestContext"]["http"]["method"] == method
+    assert event["requestContext"]["http"]["path"] == event["rawPath"]
+    expected_path = route_path
+    for key, value in event.get("pathParameters", {}).items():
+        expected_path = expected_path.replace(f"{{{key}}}", value)
+    assert event["rawPath"] == expected_path
+    assert event["isBase64Encoded"] is False
+    if "body" in event:
+        json.loads(event["body"])
+        assert event["headers"]["content-type"] == "application/json"
+    if template_routes(resources)[event["routeKey"]] == "EnqueueFunction":
+        assert event["headers"]["authorization"] == "Bearer local-api-token"
+
+
+def test_webhook_event_signature_verifies() -> None:
+    event = load_event("webhook_message.json")
+    expected = "sha256=" + hmac.new(WEBHOOK_APP_SECRET, event["body"].encode(), hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(event["headers"]["x-hub-signature-256"], expected)
+    message = json.loads(event["body"])["entry"][0]["changes"][0]["value"]["messages"][0]
+    assert (message["from"], message["text"]["body"]) == ("6281234567890", "JOIN jpn25")
+
+
+# ---------------------------------------------------------------- linters
+
+
+def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, env=TOOL_ENV, capture_output=True, text=True, timeout=300)
+
+
+def test_sam_validate_lint_is_clean() -> None:
+    result = run_tool(str(BIN / "sam"), "validate", "--lint", "--template-file", str(TEMPLATE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cfn_lint_is_clean() -> None:
+    result = run_tool(str(BIN / "cfn-lint"), str(TEMPLATE))
+    assert result.returncode == 0, result.stdout + result.stderr
