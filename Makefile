@@ -12,7 +12,8 @@ run:  ## run the whole system locally (moto + WhatsApp sandbox), Ctrl-C to stop
 
 test:  ## everything CI runs: lint, template validation, unit, integration, end-to-end
 	@PY=$(PY); set -e; \
-	echo "== lint"; $$PY -m ruff check . && $$PY -m ruff format --check .; \
+	echo "== lint"; $$PY -m ruff check .; $$PY -m ruff format --check .; \
+	bash scripts/browser.sh; \
 	echo "== tests (template validation, unit, integration, e2e)"; \
 	$$PY -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
@@ -31,8 +32,8 @@ unit:
 integration:
 	@$(PY) -m pytest tests/integration -q
 
-e2e:
-	@$(PY) -m pytest tests/e2e -q
+e2e:  ## the local runtime over HTTP, and the admin page in headless Chromium (scripts/browser.sh installs it)
+	@bash scripts/browser.sh && $(PY) -m pytest tests/e2e -q
 
 build:  ## sam build (needs a Python 3.12 on PATH, see README)
 	@PYENV_VERSION=$${PYENV_VERSION:-3.12.1:3.11.7} .venv/bin/sam build

@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> RuntimeConfig:
 def banner(runtime: LocalRuntime) -> str:
     api = runtime.api.url  # type: ignore[union-attr]
     token = runtime.config.env.get("API_TOKEN", LOCAL_SECRETS["API_TOKEN"])
+    admin_token = runtime.config.env.get("ADMIN_TOKEN", LOCAL_SECRETS["ADMIN_TOKEN"])
     whatsapp = runtime.sandbox.url if runtime.sandbox else runtime.config.whatsapp_url
     lines = [
         "",
@@ -81,6 +82,7 @@ def banner(runtime: LocalRuntime) -> str:
         f"  HTTP API          {api}   (bearer token: {token})",
         f"  WhatsApp          {whatsapp}" + ("   (sandbox)" if runtime.sandbox else "   (REAL Cloud API)"),
         f"  AWS (moto)        {runtime.moto_url}   (region {runtime.config.region})",
+        f"  Admin page        {api}/admin/queues   (admin token: {admin_token})",
         f"  queues            {', '.join(sorted(runtime.stack.queues))}",  # type: ignore[union-attr]
         "",
         "Try it (another terminal):",

@@ -18,6 +18,11 @@ from localrun.lambdas import FunctionError, FunctionPool
 MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway HTTP API payload limit
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # socketserver's default listen backlog (5) resets bursts of new connections
+
+
 class Route:
     def __init__(self, method: str, path: str, pool: FunctionPool) -> None:
         self.method, self.path, self.pool = method, path, pool
@@ -45,8 +50,7 @@ class LocalHttpApi:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve  # noqa: N815
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), Handler)
         self._thread: threading.Thread | None = None
 
     @property

@@ -8,6 +8,7 @@ maxReceiveCount receives."""
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from typing import Any
@@ -16,6 +17,8 @@ import boto3
 
 from localrun.lambdas import FunctionError, FunctionPool
 from localrun.stack import Queue
+
+LONG_POLL_SECONDS = 5  # Lambda long-polls for 20 s; shorter here so that Ctrl-C stops promptly
 
 
 class EventSourceMapping:
@@ -40,6 +43,7 @@ class EventSourceMapping:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._receive_lock = threading.Lock()
         self.stats = {"batches": 0, "records": 0, "deleted": 0, "failed_records": 0, "function_errors": 0}
 
     def start(self) -> EventSourceMapping:
@@ -53,8 +57,8 @@ class EventSourceMapping:
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        for thread in self._threads:  # a poller in a long poll ends with it; they are daemon threads
+            thread.join(timeout=0.2)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -70,13 +74,8 @@ class EventSourceMapping:
         messages: list[dict[str, Any]] = []
         started = time.monotonic()
         while len(messages) < self.batch_size and not self._stop.is_set():
-            response = self._sqs.receive_message(
-                QueueUrl=self.queue.url,
-                MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
-                WaitTimeSeconds=0 if messages else 1,
-                MessageSystemAttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            )
+            with self._receive_lock:  # moto can hand one message to two concurrent receives; SQS does not
+                response = self._receive(messages)
             received = response.get("Messages", [])
             messages += received
             if not messages:
@@ -87,6 +86,15 @@ class EventSourceMapping:
                 break
         return messages
 
+    def _receive(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._sqs.receive_message(
+            QueueUrl=self.queue.url,
+            MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
+            WaitTimeSeconds=0 if messages else LONG_POLL_SECONDS,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+
     def _process(self, messages: list[dict[str, Any]]) -> None:
         event = {"Records": [self._record(m) for m in messages]}
         with self._lock:
@@ -94,9 +102,17 @@ class EventSourceMapping:
             self.stats["records"] += len(messages)
         try:
             result = self.pool.invoke(event)
-        except FunctionError:
+        except FunctionError as exc:
             with self._lock:
                 self.stats["function_errors"] += 1
+            first = str(exc).strip().splitlines()
+            print(
+                f"[localrun] {self.pool.name} failed on a batch of {len(messages)} "
+                f"from {self.queue.logical_id} "
+                f"(it comes back after the visibility timeout): {first[-1] if first else exc}",
+                file=sys.stderr,
+                flush=True,
+            )
             return  # the whole batch becomes visible again after the visibility timeout
         failed: set[str] = set()
         if self.report_failures and isinstance(result, dict):

@@ -55,6 +55,8 @@ class RuntimeConfig:
     sandbox_latency_ms: float = 0.0
     status_callbacks: bool = True
     enable_pollers: bool = True
+    # Event source MaximumConcurrency overrides by queue logical id (e.g. {"NotificationsQueue": 3}).
+    esm_concurrency: dict[str, int] = field(default_factory=dict)
 
 
 class LocalRuntime:
@@ -71,14 +73,18 @@ class LocalRuntime:
     def start(self) -> LocalRuntime:
         import logging
 
-        from moto.server import ThreadedMotoServer
+        from localrun.moto_server import CountingMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
         cfg = self.config
         moto_port = cfg.moto_port or free_port()
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+        self.moto = CountingMotoServer(ip_address="127.0.0.1", port=moto_port)
         self.moto.start()
         self.moto_url = f"http://127.0.0.1:{moto_port}"
+        # moto keeps its state per process, not per server: start from a clean slate.
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST"))  # noqa: S310
         for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
             os.environ.setdefault(name, value)
         self.stack = LocalStack(
@@ -132,7 +138,9 @@ class LocalRuntime:
                         region=self.config.region,
                         batch_size=source["batch_size"],
                         batching_window=source["batching_window"],
-                        max_concurrency=source["max_concurrency"],
+                        max_concurrency=self.config.esm_concurrency.get(
+                            source["queue"].logical_id, source["max_concurrency"]
+                        ),
                         report_failures=source["report_failures"],
                     ).start()
                 )

@@ -428,6 +428,7 @@ _Response = tuple[int, dict[str, Any] | None, dict[str, str]]
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 512  # socketserver's default listen backlog (5) resets bursts of new connections
     sandbox: WhatsAppSandbox
 
     def handle_error(self, request: Any, client_address: Any) -> None:

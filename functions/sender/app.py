@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from jastipin import observability
 from jastipin.delivery import Deadline
 from jastipin.jobs import Job
 from jastipin.runtime import services
@@ -25,12 +26,34 @@ tracer = Tracer()
 metrics = Metrics()
 standard_processor = BatchProcessor(event_type=EventType.SQS)
 fifo_processor = SqsFifoPartialProcessor()  # on a failure, later records of the batch fail too (order kept)
+observability.init_sentry()  # only when SENTRY_DSN is set
+
+
+class UnreadableJob(ValueError):
+    """A queue body that is not a valid job (the message says which record, never what it holds)."""
 
 
 @tracer.capture_method(capture_response=False)
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
-    job = Job.from_body(record.body)
-    logger.append_keys(job_id=job.job_id, trip_id=job.trip_id, kind=job.kind.value)
+    logger.remove_keys(["job_id", "trip_id", "kind"])  # the previous record's job
+    try:
+        job = Job.from_body(record.body)
+    except ValueError:
+        # Neither the body nor pydantic's message may reach logs, traces or Sentry: both can hold phone
+        # numbers and message text. The record fails (and, after 3 receives, waits in the DLQ).
+        logger.error("unreadable job", extra={"message_id": record.message_id})
+        error = UnreadableJob(f"queue message {record.message_id} is not a valid job")
+        observability.capture_exception(error)
+        raise error from None
+    logger.append_keys(job_id=job.job_id, trip_id=job.trip_id, kind=job.kind.value)  # correlation per job
+    try:
+        _process(job, lambda_context)
+    except Exception as exc:
+        observability.capture_exception(exc)  # the batch processor swallows it: report it here
+        raise
+
+
+def _process(job: Job, lambda_context: LambdaContext | None) -> None:
     sender = services().sender
     if job.is_fan_out:
         sender.fan_out(job)
@@ -50,6 +73,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
+@observability.report_errors  # Sentry for escaping errors; publishes the per-queue metrics breakdown
 def handler(event: dict, context: LambdaContext) -> dict:
     records = event.get("Records") or [{}]
     is_fifo = str(records[0].get("eventSourceARN", "")).endswith(".fifo")

@@ -13,6 +13,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from jastipin import observability
 from jastipin.http import HttpError, install_error_handlers, json_response, raw_body
 from jastipin.runtime import services
 from jastipin.webhook_payload import WebhookPayload, signature_valid
@@ -21,6 +22,7 @@ logger = Logger()
 tracer = Tracer()
 app = APIGatewayHttpResolver()
 install_error_handlers(app)
+observability.init_sentry()  # only when SENTRY_DSN is set
 
 WEBHOOK_PATH = "/api/webhooks/whatsapp"
 
@@ -64,5 +66,6 @@ def receive():
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
+@observability.report_errors
 def handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

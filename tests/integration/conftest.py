@@ -78,6 +78,9 @@ def sandbox() -> Iterator[WhatsAppSandbox]:
 def handlers(
     moto_server: str, sandbox: WhatsAppSandbox
 ) -> Iterator[tuple[LocalStack, dict[str, ModuleType]]]:
+    # In-process moto servers share one backend: an e2e runtime that ran earlier in this session may have left
+    # the template's queues behind with other attributes (e.g. a shorter visibility timeout).
+    httpx.post(f"{moto_server}/moto-api/reset")
     stack = LocalStack(ROOT / "template.yaml", moto_server, REGION).create()
     saved = dict(os.environ)
     os.environ.update(
@@ -93,7 +96,7 @@ def handlers(
 
     get_settings.cache_clear()
     services.cache_clear()
-    modules = {name: _load(name) for name in ("enqueue", "webhook", "sender")}
+    modules = {name: _load(name) for name in ("enqueue", "webhook", "sender", "admin")}
     yield stack, modules
     os.environ.clear()
     os.environ.update(saved)

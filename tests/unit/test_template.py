@@ -32,6 +32,13 @@ EXPECTED_ROUTES = {
     "GET /api/trips/{tripId}/ledger": "EnqueueFunction",
     "GET /api/webhooks/whatsapp": "WebhookFunction",
     "POST /api/webhooks/whatsapp": "WebhookFunction",
+    "GET /admin/queues": "AdminFunction",
+    "GET /admin/api/queues": "AdminFunction",
+    "GET /admin/api/queues/{queue}/dlq": "AdminFunction",
+    "POST /admin/api/queues/{queue}/dlq/redrive": "AdminFunction",
+    "POST /admin/api/queues/{queue}/dlq/purge": "AdminFunction",
+    "POST /admin/api/queues/{queue}/purge": "AdminFunction",
+    "GET /admin/api/trips/{tripId}/outcomes": "AdminFunction",
 }
 MAIN_QUEUES = {"NotificationsQueue", "BroadcastQueue", "ProofNotifyQueue"}
 EXPECTED_ENV = {
@@ -42,9 +49,13 @@ EXPECTED_ENV = {
     "NOTIFICATIONS_LOG_TABLE",
     "IDEMPOTENCY_TABLE",
     "RATE_LIMIT_TABLE",
+    "BROADCASTS_TABLE",
     "NOTIFICATIONS_QUEUE_URL",
     "BROADCAST_QUEUE_URL",
     "PROOF_NOTIFY_QUEUE_URL",
+    "NOTIFICATIONS_DLQ_URL",
+    "BROADCAST_DLQ_URL",
+    "PROOF_NOTIFY_DLQ_URL",
     "WA_API_BASE_URL",
     "WA_API_VERSION",
     "WA_PHONE_NUMBER_ID",
@@ -52,6 +63,8 @@ EXPECTED_ENV = {
     "RATE_LIMIT_PER_SECOND",
     "LOG_TTL_DAYS",
     "MESSAGE_RATE_RUPIAH",
+    "RATE_RUPIAH_JSON",
+    "TEMPLATES_JSON",
     "SEND_CONCURRENCY",
     "SENTRY_DSN",
     "POWERTOOLS_SERVICE_NAME",
@@ -63,6 +76,7 @@ ALLOWED_POLICY_TEMPLATES = {
     "DynamoDBCrudPolicy",
     "DynamoDBReadPolicy",
     "SQSSendMessagePolicy",
+    "SQSPollerPolicy",
     "SSMParameterReadPolicy",
     "SSMParameterWithSlashPrefixReadPolicy",
     "CloudWatchPutMetricPolicy",
@@ -221,6 +235,8 @@ def test_log_table_indexes(resources: dict[str, Any]) -> None:
     assert set(indexes) == {"by_provider_msg_id", "by_trip"}
     by_wamid = indexes["by_provider_msg_id"]
     assert by_wamid["KeySchema"] == [{"AttributeName": "provider_msg_id", "KeyType": "HASH"}]
+    # Status callbacks read only the key; projecting status would double the write cost of each callback.
+    assert by_wamid["Projection"] == {"ProjectionType": "KEYS_ONLY"}
 
 
 # ---------------------------------------------------------------- functions, IAM, env
@@ -235,6 +251,36 @@ def test_functions_use_only_sam_policy_templates(resources: dict[str, Any]) -> N
         for policy in fn["Properties"].get("Policies", []):
             assert isinstance(policy, dict) and len(policy) == 1, f"{name}: {policy}"
             assert set(policy) <= ALLOWED_POLICY_TEMPLATES, f"{name}: {policy}"
+
+
+def test_admin_function_has_least_privilege(resources: dict[str, Any]) -> None:
+    props = resources["AdminFunction"]["Properties"]
+    granted: dict[str, set[str]] = {}
+    for policy in props["Policies"]:
+        ((name, args),) = policy.items()
+        target = args.get("QueueName") or args.get("TableName") or args.get("ParameterName")
+        granted.setdefault(name, set()).add(json.dumps(target, sort_keys=True))
+
+    def names(*logical_ids: str, attribute: str | None = "QueueName") -> set[str]:
+        return {
+            json.dumps({"Fn::GetAtt": [i, attribute]} if attribute else {"Ref": i}, sort_keys=True)
+            for i in logical_ids
+        }
+
+    dlqs = set(of_type(resources, "AWS::SQS::Queue")) - MAIN_QUEUES
+    assert set(granted) == {
+        "SQSPollerPolicy",
+        "SQSSendMessagePolicy",
+        "DynamoDBReadPolicy",
+        "SSMParameterWithSlashPrefixReadPolicy",
+    }
+    assert granted["SQSPollerPolicy"] == names(*MAIN_QUEUES, *dlqs)  # counts, looks, deletes
+    assert granted["SQSSendMessagePolicy"] == names(*MAIN_QUEUES)  # redrive goes to the main queues only
+    assert granted["DynamoDBReadPolicy"] == names("NotificationsLogTable", attribute=None)
+    assert granted["SSMParameterWithSlashPrefixReadPolicy"] == {
+        json.dumps({"Fn::Sub": "${SecretsSsmPrefix}/admin_token"})
+    }
+    assert props["Environment"]["Variables"] == {"SSM_SECRETS": "admin_token"}
 
 
 def test_every_route_exists_with_the_right_function(resources: dict[str, Any]) -> None:
@@ -325,6 +371,8 @@ def test_event_parses_and_matches_the_template(resources: dict[str, Any], name: 
         assert event["headers"]["content-type"] == "application/json"
     if template_routes(resources)[event["routeKey"]] == "EnqueueFunction":
         assert event["headers"]["authorization"] == "Bearer local-api-token"
+    if event["routeKey"].startswith(("GET /admin/api/", "POST /admin/api/")):
+        assert event["headers"]["authorization"] == "Bearer local-admin-token"
 
 
 def test_webhook_event_signature_verifies() -> None:

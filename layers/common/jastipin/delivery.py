@@ -12,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from jastipin import audience
 from jastipin.jobs import Job, JobKind, Recipient
+from jastipin.observability import breakdown
 from jastipin.queues import JobQueues
 from jastipin.settings import Settings
 from jastipin.tables import (
@@ -49,6 +51,7 @@ MAX_ATTEMPTS = 3  # spec: attempts 3
 BACKOFF_BASE_SECONDS = 2.0  # spec: exponential from 2000 ms
 WINDOW = timedelta(hours=24)
 SAFETY_MARGIN_SECONDS = 5.0  # stop sending this long before the Lambda timeout
+LOG_FLUSH_SIZE = 25  # outcomes per BatchWriteItem (DynamoDB's maximum)
 KINDS_NEEDING_MEMBERSHIP = frozenset({JobKind.PRODUCT_UPDATE, JobKind.BROADCAST})
 
 
@@ -85,6 +88,12 @@ class Deadline:
     def allows(self, seconds: float) -> bool:
         return self.seconds_left() > seconds + SAFETY_MARGIN_SECONDS
 
+    def latest_start(self, request_seconds: float) -> float | None:
+        """Epoch time after which a request of ``request_seconds`` must not start (None: no limit)."""
+        if self._remaining_ms is None:
+            return None
+        return time.time() + self.seconds_left() - request_seconds - SAFETY_MARGIN_SECONDS
+
 
 def backoff_seconds(attempts: int) -> float:
     """After the n-th failed attempt wait 2, 4, 8... seconds."""
@@ -109,8 +118,8 @@ class Sender:
 
     # -- fan-out -----------------------------------------------------------------------------------------
     def fan_out(self, job: Job) -> int:
-        """Page through the trip's active participants and queue one chunk job per page."""
-        chunks = self._chunks(job.trip_id, self.settings.chunk_size)
+        """Page through the job's audience and queue one chunk job per page."""
+        chunks = self._chunks(job, self.settings.chunk_size)
         batch: list[Job] = []
         suffixes: list[str] = []
         total = 0
@@ -128,27 +137,9 @@ class Sender:
         return total
 
     @staticmethod
-    def _chunks(trip_id: str, size: int) -> Iterator[list[Recipient]]:
-        page: list[Recipient] = []
-        query = Participant.query(
-            trip_id,
-            filter_condition=Participant.status == ParticipantStatus.ACTIVE.value,
-            page_size=max(size, 100),
-        )
-        for participant in query:
-            page.append(
-                Recipient(
-                    id=participant.participant_id,
-                    phone=participant.phone,
-                    user_id=participant.user_id,
-                    name=participant.name,
-                )
-            )
-            if len(page) == size:
-                yield page
-                page = []
-        if page:
-            yield page
+    def _chunks(job: Job, size: int) -> Iterator[list[Recipient]]:
+        """The trip's active participants; for a broadcast only its audience (the estimate's own filter)."""
+        return audience.chunked(audience.recipients(job.trip_id, job.audience), size)
 
     # -- sending a chunk ---------------------------------------------------------------------------------
     def send_chunk(self, job: Job, deadline: Deadline) -> ChunkResult:
@@ -161,15 +152,15 @@ class Sender:
         result.outcomes += skipped
         while pending:
             outcomes, not_started, halted = self._send_round(job, pending, attempts, window_open, deadline)
-            self._write_log(job, outcomes)
             result.outcomes += [o for o in outcomes if o.status is not LogStatus.QUEUED]
             if halted:
-                self._count(result)
+                self._count(job, result)
                 raise SendingHalted("WhatsApp rejected the access token; sending stopped")
             retry = [o for o in outcomes if o.status is LogStatus.QUEUED]
             wait = max((backoff_seconds(o.attempts) for o in retry), default=0.0)
             if retry:
                 metrics.add_metric(name="NotificationRetried", unit=MetricUnit.Count, value=len(retry))
+                breakdown.count(job, "NotificationRetried", len(retry))
             pending = [o.recipient for o in retry]
             if not_started or (pending and not deadline.allows(wait + self.settings.wa_timeout_seconds)):
                 # Out of time: hand the rest to a new message (not counted as an attempt for not_started).
@@ -178,7 +169,7 @@ class Sender:
                 break
             if pending:
                 self._sleep(wait)
-        self._count(result)
+        self._count(job, result)
         return result
 
     def _previous_outcomes(self, job: Job, recipients: list[Recipient]) -> dict[str, tuple[str, int]]:
@@ -221,7 +212,7 @@ class Sender:
                 membership = memberships.get(r.id)
                 if membership is None or membership.status != ParticipantStatus.ACTIVE.value:
                     reason = "unsubscribed"
-            if reason is None and job.kind is JobKind.BROADCAST and contact and contact.marketing_opt_out:
+            if reason is None and job.needs_marketing_consent and contact and contact.marketing_opt_out:
                 reason = "marketing_opt_out"
             if reason is None and self._needs_open_window(job) and not is_open and job.template_ref is None:
                 reason = "window_closed"
@@ -251,19 +242,17 @@ class Sender:
         halted = False
         not_started: list[Recipient] = []
 
+        latest_start = deadline.latest_start(self.settings.wa_timeout_seconds)
+
         def send_one(r: Recipient) -> Outcome | None:
             nonlocal halted
-            if halted:
-                return None
-            if not deadline.allows(self.settings.wa_timeout_seconds):
-                return None
-            self.limiter.acquire()
-            if halted:
-                return None
+            if halted or not self.limiter.acquire(latest_start) or halted:
+                return None  # halted, or no send slot before the invocation must stop
             attempt = attempts.get(r.id, 0) + 1
             attempts[r.id] = attempt
             try:
-                wamid = self._deliver(job, r, r.id in window_open)
+                with breakdown.timed(job):  # WhatsAppSendLatency, per queue and message type
+                    wamid = self._deliver(job, r, r.id in window_open)
             except AuthError as exc:
                 halted = True
                 metrics.add_metric(name="WhatsAppAuthError", unit=MetricUnit.Count, value=1)
@@ -273,24 +262,48 @@ class Sender:
                 return self._failure(r, attempt, exc)
             return Outcome(r, LogStatus.SENT, attempt, provider_msg_id=wamid)
 
+        # Outcomes are logged as they complete, LOG_FLUSH_SIZE at a time (one BatchWriteItem each): a crash
+        # re-sends at most the sends since the last flush, and status callbacks rarely beat the log entry.
         outcomes: list[Outcome] = []
-        for r, outcome in zip(recipients, self._pool.map(send_one, recipients), strict=True):
-            if outcome is None:
-                not_started.append(r)
-            else:
+        unlogged: list[Outcome] = []
+        self.limiter.expect(len(recipients))
+        futures = {self._pool.submit(send_one, r): r for r in recipients}
+        try:
+            for future in as_completed(futures):
+                outcome = future.result()
+                if outcome is None:
+                    not_started.append(futures[future])
+                    continue
                 outcomes.append(outcome)
+                unlogged.append(outcome)
+                if len(unlogged) >= LOG_FLUSH_SIZE:
+                    self._write_log(job, unlogged)
+                    unlogged = []
+        finally:
+            self.limiter.release()
+        if unlogged:
+            self._write_log(job, unlogged)
         return outcomes, not_started, halted
 
     def _deliver(self, job: Job, r: Recipient, window_open: bool) -> str:
         to = Address(phone=r.phone, user_id=r.user_id)
-        if job.kind is JobKind.PROOF:
-            return self.whatsapp.send_image(to, link=job.image_url, caption=job.caption)
+        if job.kind is JobKind.PROOF and (window_open or job.template_ref is None):
+            return self.whatsapp.send_image(
+                to, link=job.image_url, media_id=job.media_id, caption=job.caption
+            )
         if job.message is not None and (window_open or job.template_ref is None):
             return self.whatsapp.send_text(to, job.message)
         if job.template_ref is None:
             raise WindowClosed("no template for a closed window", code=131047)
         ref = job.template_ref
-        return self.whatsapp.send_template(to, ref.name, ref.language, ref.parameters)
+        return self.whatsapp.send_template(
+            to,
+            ref.name,
+            ref.language,
+            ref.parameters,
+            header_image_url=ref.header_image_url,
+            header_image_id=ref.header_image_id,
+        )
 
     def _failure(self, r: Recipient, attempt: int, exc: WhatsAppError) -> Outcome:
         if isinstance(exc, RateLimited):
@@ -333,7 +346,7 @@ class Sender:
                 )
 
     @staticmethod
-    def _count(result: ChunkResult) -> None:
+    def _count(job: Job, result: ChunkResult) -> None:
         for status, name in (
             (LogStatus.SENT, "NotificationSent"),
             (LogStatus.FAILED, "NotificationFailed"),
@@ -341,7 +354,8 @@ class Sender:
         ):
             value = result.count(status)
             if value:
-                metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+                metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)  # alarms: service only
+                breakdown.count(job, name, value)  # + per queue and message type
 
 
 def _wa_key(r: Recipient) -> str:

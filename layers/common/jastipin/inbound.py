@@ -218,6 +218,10 @@ def apply_status(status: StatusUpdate) -> bool:
         new = LogStatus(status.status)
     except ValueError:
         return False
+    if new is LogStatus.SENT:
+        # Only the sender gives an entry its wamid, and it logs "sent" with it: nothing can move. Skipping the
+        # lookup and the (failing) conditional write saves both on every message (README, Cost).
+        return False
     matches = list(NotificationLog.by_provider_msg_id.query(status.id, limit=1))
     if not matches:
         logger.info("status for unknown message", extra={"status": new.value})

@@ -8,6 +8,7 @@ active participants and enqueues chunk jobs (same job id) carrying them.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -56,6 +57,16 @@ class TemplateRef(_Camel):
     name: str = Field(min_length=1, max_length=512)
     language: str = Field(default="id", min_length=2, max_length=15)
     parameters: list[str] = Field(default_factory=list, max_length=20)
+    category: str | None = Field(default=None, max_length=32)  # registry category (marketing needs consent)
+    header_image_url: str | None = Field(default=None, max_length=2048)  # image header (proof_received)
+    header_image_id: str | None = Field(default=None, max_length=128)
+
+
+class AudienceFilter(_Camel):
+    """Who a broadcast goes to besides "active member of the trip" (``jastipin.audience``)."""
+
+    active_since: datetime  # last activity (join, or any message to us) at or after this time
+    marketing: bool = True  # marketing template: leave out who stopped marketing messages
 
 
 class Job(_Camel):
@@ -67,13 +78,23 @@ class Job(_Camel):
     template: str | None = None  # the spec's message_type / template name, e.g. "product_update"
     message: str | None = Field(default=None, max_length=4096)  # free-form text (inside the 24-hour window)
     template_ref: TemplateRef | None = None  # approved template (outside the window, broadcasts)
-    image_url: str | None = None  # proof image
+    image_url: str | None = Field(default=None, max_length=2048)  # proof image (a link...)
+    media_id: str | None = Field(default=None, max_length=128)  # ...or an uploaded media id
+    audience: AudienceFilter | None = None  # broadcast fan-out: the filter the estimate used
     caption: str | None = Field(default=None, max_length=1024)
     always_in_window: bool = False  # replies to an inbound message are inside the window by definition
 
     @property
     def is_fan_out(self) -> bool:
         return self.participants is None
+
+    @property
+    def needs_marketing_consent(self) -> bool:
+        """A broadcast of a marketing template (or of unknown category) skips who opted out of marketing."""
+        if self.kind is not JobKind.BROADCAST:
+            return False
+        category = self.template_ref.category if self.template_ref else None
+        return category in (None, "marketing")
 
     def chunk(self, participants: list[Recipient]) -> Job:
         return self.model_copy(update={"participants": participants})

@@ -1,18 +1,203 @@
 """Rate limiting of WhatsApp sends.
 
-``TokenBucket`` limits one process. The global limit across every sender instance and queue is
-``jastipin.rate_limit.GlobalRateLimiter`` (DynamoDB-backed) — see its docstring.
+``GlobalRateLimiter`` is the limit across every sender instance and all three queues: a GCRA (generic cell
+rate algorithm) whose state — the time of the next free send slot ("TAT") — lives in one DynamoDB item per
+sending phone number. Slots are spaced ``1 / rate`` seconds apart, so no 1-second window, sliding or not,
+holds more than ``rate`` sends; with a backlog every slot is used, so the rate is sustained close to the
+limit. A process reserves a *block* of n slots (TAT := TAT + n/rate)
+and hands them to its sending threads, which wait for their slot's time; unused slots are given back when
+nobody reserved after them. A reservation is one DynamoDB call in the steady state: an atomic ``ADD`` on
+the schedule under a backlog, a conditional ``SET`` to now when there is spare capacity. ``margin`` keeps
+the effective rate a little under the limit so that jitter between a slot's time and the request's
+arrival at Meta cannot push a window over it.
+
+``NoRateLimit`` is what ``RATE_LIMIT_PER_SECOND=0`` selects (limit lifted, e.g. for benchmarks).
+
+``TokenBucket`` limits one process (tests, tools).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+MICROS = 1_000_000
+TTL_SECONDS = 24 * 3600
+
+
+class GlobalRateLimiter:
+    def __init__(
+        self,
+        dynamodb_client: Any,
+        table_name: str,
+        key: str,
+        rate_per_second: float,
+        *,
+        block_seconds: float = 0.2,
+        max_block: int = 50,
+        margin: float = 0.04,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate_per_second <= 0:
+            raise ValueError("rate_per_second must be positive")
+        self._ddb = dynamodb_client
+        self._table = table_name
+        self._key = key
+        self.rate = rate_per_second
+        self._spacing_us = max(1, round(MICROS / (rate_per_second * (1 - margin))))
+        self._block = max(1, min(max_block, int(rate_per_second * block_seconds)))
+        # `rate` consecutive slots span 1/(1 - margin) > 1 + margin seconds, so a send up to `margin` seconds
+        # after its slot still cannot crowd a 1-second window. Half of that is allowed between the slot and
+        # the request leaving; the other half is for the request's way to Meta. A later slot is dropped.
+        self._stale_us = max(self._spacing_us, int(margin / 2 * MICROS))
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._slots: deque[int] = deque()  # reserved slot times (µs since epoch), ascending
+        self._reserved_end: int | None = None  # TAT we wrote with our last reservation
+        self._behind = True  # guess: the schedule lags real time (true on first use and when idle)
+        self.calls = 0  # DynamoDB calls made (for the benchmark's AWS-call count)
+        self.dropped = 0  # reserved slots that went stale unused
+        self._expected = 0  # sends the caller announced (expect()): no reservation beyond them
+
+    # -- public ------------------------------------------------------------------------------------------
+    def acquire(self, deadline: float | None = None) -> bool:
+        """Block until this caller's send slot; False (and no slot used) if the slot is after ``deadline``."""
+        while True:
+            with self._lock:
+                # A reserved slot left unused until its time has passed is dropped, not used late: a late
+                # send next to on-time ones would crowd a 1-second window.
+                self._drop_stale()
+                if not self._slots:
+                    self._reserve(max(1, min(self._block, self._expected)) if self._expected else self._block)
+                slot = self._slots.popleft()
+                if deadline is not None and slot / MICROS > deadline:
+                    self._slots.appendleft(slot)  # keep it for a caller with more time
+                    return False
+                self._expected = max(0, self._expected - 1)
+            wait = slot / MICROS - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+            # Woken too late (a busy machine): the same rule applies to the slot we slept for.
+            if int(self._clock() * MICROS) - slot <= self._stale_us:
+                return True
+            with self._lock:
+                self.dropped += 1
+                self._expected += 1
+
+    def _drop_stale(self) -> None:
+        stale_before = int(self._clock() * MICROS) - self._stale_us
+        while self._slots and self._slots[0] < stale_before:
+            self._slots.popleft()
+            self.dropped += 1
+
+    def expect(self, count: int) -> None:
+        """The caller is about to make ``count`` sends: reserve no more slots than that."""
+        with self._lock:
+            self._expected = count
+
+    def release(self) -> None:
+        """Give unused reserved slots back, if nobody reserved after us (best effort)."""
+        with self._lock:
+            if not self._slots or self._reserved_end is None:
+                return
+            first_unused = max(self._slots[0], int(self._clock() * MICROS))
+            with contextlib.suppress(_Contended):
+                self._write(new_tat=first_unused, expected=self._reserved_end)
+            self._reserved_end = None
+            self._slots.clear()
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _reserve(self, count: int) -> None:
+        """Reserve ``count`` consecutive slots, in one DynamoDB call in either steady state:
+
+        - backlog (the schedule is ahead of real time): an atomic ``ADD`` appends our block (no conflicts);
+        - spare capacity (the schedule lags real time): a conditional ``SET`` starts our block at now.
+        Each failed guess costs one more call and flips the guess; slots handed out are never in the past.
+        """
+        span = count * self._spacing_us
+        while True:
+            now = int(self._clock() * MICROS)
+            if self._behind:
+                try:
+                    self._write(new_tat=now + span, behind=now - self._stale_us)
+                except _Contended:
+                    self._behind = False  # someone is ahead of real time: append instead
+                    continue
+                start, end = now, now + span
+            else:
+                self.calls += 1
+                response = self._ddb.update_item(
+                    TableName=self._table,
+                    Key={"bucket": {"S": self._key}},
+                    UpdateExpression="ADD tat :span SET expires_at = :exp",
+                    ExpressionAttributeValues={":span": {"N": str(span)}, ":exp": {"N": str(self._expiry())}},
+                    ReturnValues="UPDATED_NEW",
+                )
+                end = int(response["Attributes"]["tat"]["N"])
+                start = end - span
+                if start < now - self._stale_us:
+                    self._behind = True  # those slots are already past (harmless: nobody uses them)
+                    continue
+            self._reserved_end = end
+            self._slots.extend(start + i * self._spacing_us for i in range(count))
+            return
+
+    def _expiry(self) -> int:
+        return int(self._clock()) + TTL_SECONDS
+
+    def _write(self, *, new_tat: int, behind: int | None = None, expected: int | None = None) -> None:
+        """Conditional SET of the schedule: when it lags ``behind`` (or is missing), or equals ``expected``.
+        Raises _Contended when the condition does not hold (another sender moved the schedule)."""
+        values = {":tat": {"N": str(new_tat)}, ":exp": {"N": str(self._expiry())}}
+        if expected is not None:
+            condition = "tat = :expected"
+            values[":expected"] = {"N": str(expected)}
+        else:
+            condition = "attribute_not_exists(tat) OR tat < :behind"
+            values[":behind"] = {"N": str(behind)}
+        self.calls += 1
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key={"bucket": {"S": self._key}},
+                UpdateExpression="SET tat = :tat, expires_at = :exp",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            raise _Contended() from None
+
+
+class _Contended(Exception):
+    """The schedule moved since we read it (another sender reserved slots)."""
+
+
+class NoRateLimit:
+    """The limit lifted: every caller may send at once."""
+
+    calls = 0
+
+    def acquire(self, deadline: float | None = None) -> bool:
+        return deadline is None or time.time() <= deadline
+
+    def expect(self, count: int) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
 
 
 class TokenBucket:
-    """Classic token bucket, thread-safe: ``acquire()`` blocks until a token is free."""
+    """Classic token bucket for one process, thread-safe: ``acquire()`` blocks until a token is free."""
 
     def __init__(
         self,
@@ -28,14 +213,23 @@ class TokenBucket:
         self._last = clock()
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def acquire(self, deadline: float | None = None) -> bool:
+        """``deadline`` is epoch seconds, like GlobalRateLimiter's: False when no token comes before it."""
         while True:
             with self._lock:
                 now = self._clock()
                 self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
                 self._last = now
-                if self._tokens >= 1:
+                wait = 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
+                if deadline is not None and time.time() + wait > deadline:
+                    return False
+                if wait == 0.0:
                     self._tokens -= 1
-                    return
-                wait = (1 - self._tokens) / self.rate
+                    return True
             self._sleep(wait)
+
+    def expect(self, count: int) -> None:
+        pass
+
+    def release(self) -> None:
+        pass

@@ -41,11 +41,25 @@ class Services:
     @cached_property
     def sender(self):  # -> Sender
         from jastipin.delivery import Sender
-        from jastipin.rate_limit import TokenBucket
 
-        return Sender(
-            self.settings, self.queues, self.whatsapp, TokenBucket(self.settings.rate_limit_per_second)
+        return Sender(self.settings, self.queues, self.whatsapp, self.rate_limiter)
+
+    @cached_property
+    def rate_limiter(self):  # -> GlobalRateLimiter: one limit across every sender instance and queue
+        from jastipin.rate_limit import GlobalRateLimiter, NoRateLimit
+
+        s = self.settings
+        if s.rate_limit_per_second == 0:
+            return NoRateLimit()
+        return GlobalRateLimiter(
+            self.dynamodb, s.rate_limit_table, f"whatsapp#{s.wa_phone_number_id}", s.rate_limit_per_second
         )
+
+    @cached_property
+    def queue_admin(self):  # -> QueueAdmin
+        from jastipin.admin import QueueAdmin
+
+        return QueueAdmin(self.sqs, self.settings)
 
     @cached_property
     def whatsapp(self):  # -> WhatsAppClient

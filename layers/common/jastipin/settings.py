@@ -6,10 +6,14 @@ SecureString parameters under ``SECRETS_SSM_PREFIX`` on AWS (see ``load_secrets`
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from jastipin.templates import RATE_CATEGORIES, TemplateSpec
 
 SECRET_NAMES = ("wa_access_token", "wa_app_secret", "wa_verify_token", "api_token", "admin_token")
 
@@ -26,10 +30,15 @@ class Settings(BaseSettings):
     notifications_log_table: str
     idempotency_table: str
     rate_limit_table: str
+    broadcasts_table: str
 
     notifications_queue_url: str
     broadcast_queue_url: str
     proof_notify_queue_url: str
+    # The DLQs: read by the admin API only (so not required of every function).
+    notifications_dlq_url: str = ""
+    broadcast_dlq_url: str = ""
+    proof_notify_dlq_url: str = ""
 
     wa_api_base_url: str = "https://graph.facebook.com"
     wa_api_version: str = "v23.0"
@@ -38,19 +47,50 @@ class Settings(BaseSettings):
 
     # Secrets: env vars locally; fetched from SSM when secrets_ssm_prefix is set and the env var is not.
     secrets_ssm_prefix: str = ""
+    # Which secrets this function fetches from SSM (comma-separated): a function whose IAM policy grants only
+    # some of them (the admin function: admin_token) must not ask for the others.
+    ssm_secrets: str = ",".join(SECRET_NAMES)
     wa_access_token: SecretStr | None = None
     wa_app_secret: SecretStr | None = None
     wa_verify_token: SecretStr | None = None
     api_token: SecretStr | None = None
     admin_token: SecretStr | None = None
 
-    rate_limit_per_second: float = Field(default=10, gt=0)
+    rate_limit_per_second: float = Field(default=10, ge=0)  # 0: limit lifted (benchmarks only)
     send_concurrency: int = Field(default=8, ge=1, le=64)
     chunk_size: int = Field(default=100, ge=1, le=1000)
     log_ttl_days: float = Field(default=3, gt=0)
-    message_rate_rupiah: int = Field(default=35, ge=0)
+    message_rate_rupiah: int = Field(default=35, ge=0)  # every paid template category, unless set below
+    # RATE_RUPIAH_JSON: rupiah per message by pricing category, e.g. {"utility": 20, "service": 0}.
+    rates_rupiah: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict, validation_alias="rate_rupiah_json"
+    )
+    # TEMPLATES_JSON: approved templates added to (or replacing) jastipin.templates.DEFAULT_TEMPLATES.
+    templates: Annotated[tuple[TemplateSpec, ...], NoDecode] = Field(
+        default=(), validation_alias="templates_json"
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     sentry_dsn: str = ""
+
+    @field_validator("rates_rupiah", "templates", mode="before")
+    @classmethod
+    def _json(cls, value: Any, info: ValidationInfo) -> Any:
+        """Both come as JSON text in one env var; empty means "no overrides"."""
+        if isinstance(value, str):
+            if not value.strip():
+                return {} if info.field_name == "rates_rupiah" else ()
+            return json.loads(value)  # malformed JSON fails at start-up, naming the variable
+        return value
+
+    @field_validator("rates_rupiah")
+    @classmethod
+    def _known_categories(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - RATE_CATEGORIES
+        if unknown:
+            raise ValueError(f"unknown pricing categories {sorted(unknown)}; use {sorted(RATE_CATEGORIES)}")
+        if any(rate < 0 for rate in value.values()):
+            raise ValueError("rates must not be negative")
+        return value
 
     def secret(self, name: str) -> str:
         value = getattr(self, name)
@@ -61,7 +101,8 @@ class Settings(BaseSettings):
 
 def load_secrets(settings: Settings) -> Settings:
     """Fill missing secrets from SSM (``<prefix>/<name>``, decrypted), leaving env-provided ones alone."""
-    missing = [name for name in SECRET_NAMES if getattr(settings, name) is None]
+    wanted = {name.strip() for name in settings.ssm_secrets.split(",")} & set(SECRET_NAMES)
+    missing = [name for name in SECRET_NAMES if name in wanted and getattr(settings, name) is None]
     if not missing or not settings.secrets_ssm_prefix:
         return settings
     from aws_lambda_powertools.utilities import parameters

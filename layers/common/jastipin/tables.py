@@ -8,6 +8,7 @@ Access patterns (all GetItem/Query/BatchGet, no Scan on a hot path):
 - 3 latest products: ``Product.query(trip_id, scan_index_forward=False, limit=3)``
 - log entry by provider message id: ``NotificationLog.by_provider_msg_id.query(wamid)``
 - log entries of a job: ``NotificationLog.query(job_id)``; of a trip: ``NotificationLog.by_trip.query(trip)``
+- broadcasts of a trip (the ledger): ``Broadcast.query(trip_id)``
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from enum import StrEnum
 
 from pynamodb.attributes import (
     BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from jastipin.settings import Settings
@@ -139,9 +142,11 @@ class Product(Model):
 
 
 class ByProviderMsgId(GlobalSecondaryIndex["NotificationLog"]):
+    # Keys only: a status callback needs just the entry's key, and a projection without ``status`` means the
+    # delivered/read updates do not also write this index (one write unit each instead of two).
     class Meta:
         index_name = "by_provider_msg_id"
-        projection = IncludeProjection(["trip_id", "status"])
+        projection = KeysOnlyProjection()
 
     provider_msg_id = UnicodeAttribute(hash_key=True)
 
@@ -180,12 +185,46 @@ class NotificationLog(Model):
     by_trip = ByTrip()
 
 
+class BroadcastStatus(StrEnum):
+    PENDING = "pending"  # recorded, job not yet on the queue
+    QUEUED = "queued"
+
+
+class Broadcast(Model):
+    """A paid template broadcast of a trip: the request and its estimate, kept for good (no TTL) as the
+    ledger's durable part. ``broadcast_id`` is also the job id of its log entries. What the log says about
+    it (counts, what Meta billed) is copied into ``observed`` when the ledger is read: the log expires."""
+
+    class Meta:
+        table_name = "broadcasts"
+
+    trip_id = UnicodeAttribute(hash_key=True)
+    broadcast_id = UnicodeAttribute(range_key=True)
+    template = UnicodeAttribute()
+    language = UnicodeAttribute()
+    category = UnicodeAttribute()
+    parameters = ListAttribute(of=UnicodeAttribute)
+    active_within_days = NumberAttribute()
+    active_since = UTCDateTimeAttribute()
+    estimated_count = NumberAttribute()
+    rate_rupiah = NumberAttribute()
+    estimated_rupiah = NumberAttribute()
+    idempotency_key = UnicodeAttribute(null=True)
+    fingerprint = UnicodeAttribute()  # of the request: a reused idempotency key must mean the same broadcast
+    status = UnicodeAttribute(default=BroadcastStatus.PENDING.value)
+    requested_at = UTCDateTimeAttribute(default_for_new=utcnow)
+    observed = JSONAttribute(null=True)  # {"entries", "statuses": {...}, "billed": {category: n}}
+    observed_entries = NumberAttribute(null=True)  # log entries seen then: a later, smaller view never wins
+    observed_at = UTCDateTimeAttribute(null=True)
+
+
 ALL_MODELS: dict[str, type[Model]] = {
     "trips_table": Trip,
     "participants_table": Participant,
     "contacts_table": Contact,
     "products_table": Product,
     "notifications_log_table": NotificationLog,
+    "broadcasts_table": Broadcast,
 }
 
 

@@ -130,13 +130,28 @@ class WhatsAppClient:
         return self._send(to, {"type": "text", "text": {"body": body, "preview_url": preview_url}})
 
     def send_template(
-        self, to: Address, name: str, language: str, parameters: list[str] | None = None
+        self,
+        to: Address,
+        name: str,
+        language: str,
+        parameters: list[str] | None = None,
+        *,
+        header_image_url: str | None = None,
+        header_image_id: str | None = None,
     ) -> str:
+        """An approved template: body parameters ({{1}}, {{2}}...) and, for an image-header template, the
+        header's image (a link or an uploaded media id)."""
         template: dict[str, Any] = {"name": name, "language": {"code": language}}
+        components: list[dict[str, Any]] = []
+        if header_image_url or header_image_id:
+            image = {"link": header_image_url} if header_image_url else {"id": header_image_id}
+            components.append({"type": "header", "parameters": [{"type": "image", "image": image}]})
         if parameters:
-            template["components"] = [
+            components.append(
                 {"type": "body", "parameters": [{"type": "text", "text": value} for value in parameters]}
-            ]
+            )
+        if components:
+            template["components"] = components
         return self._send(to, {"type": "template", "template": template})
 
     def send_image(

@@ -1,0 +1,248 @@
+"""Sender benchmark (issue: reliable, rate-limited delivery at 10,000 participants).
+
+Part 1 — throughput, CPU, memory, AWS calls: a 10,000-participant fan-out through the local runtime (API →
+queue → sender workers → WhatsApp sandbox with a fixed simulated latency), rate limit lifted, next to a
+baseline of the same number of plain async HTTP sends to the same sandbox at the same concurrency.
+Part 2 — rate limit: a fan-out with the limit on (50 msg/s, 3 concurrent senders): the most sends the
+sandbox saw in any 1-second window, and the mean rate, each divided by the limit.
+
+    PYTHONPATH=layers/common:. .venv/bin/python bench/sender_bench.py [--recipients 10000] [--latency-ms 20]
+
+Writes bench/results/sender.md. Ratios are measured in one run (the machine is shared and noisy)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path[:0] = [
+    str(Path(__file__).resolve().parent.parent),
+    str(Path(__file__).resolve().parent.parent / "layers" / "common"),
+]
+
+from tests.e2e.helpers import create_trip, seed_participants, upload_product  # noqa: E402
+
+from bench.common import cpu_seconds, machine, max_in_window, peak_rss_mb, table  # noqa: E402
+from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port  # noqa: E402
+
+SEND_CONCURRENCY = 8
+SENDERS = 5  # NotificationsQueue's MaximumConcurrency in template.yaml
+
+
+def baseline(sandbox_url: str, phone_number_id: str, count: int, concurrency: int) -> tuple[float, float]:
+    """Plain async sends: (sends per second, CPU seconds per send) of this process."""
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        headers = {"Authorization": f"Bearer {LOCAL_SECRETS['WA_ACCESS_TOKEN']}"}
+        async with httpx.AsyncClient(base_url=sandbox_url, limits=limits, headers=headers) as client:
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            for n in range(count):
+                queue.put_nowait(n)
+
+            async def worker() -> None:
+                while not queue.empty():
+                    n = queue.get_nowait()
+                    response = await client.post(
+                        f"/v23.0/{phone_number_id}/messages",
+                        json={
+                            "messaging_product": "whatsapp",
+                            "to": f"6281400{n:06d}",
+                            "type": "text",
+                            "text": {"body": "Ada produk baru: Baseline - Rp1.000"},
+                        },
+                    )
+                    response.raise_for_status()
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    asyncio.run(run())
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return count / wall, cpu / count
+
+
+def sender_pids(runtime: LocalRuntime) -> list[int]:
+    return runtime.pools["SenderFunction"].pids()
+
+
+def wait_for_messages(runtime: LocalRuntime, count: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(runtime.sandbox.messages()) >= count:  # type: ignore[union-attr]
+            return time.perf_counter()
+        time.sleep(0.05)
+    raise TimeoutError(f"only {len(runtime.sandbox.messages())} of {count} messages arrived")  # type: ignore[union-attr]
+
+
+def part1(recipients: int, latency_ms: float) -> list[tuple[str, str, str]]:
+    config = RuntimeConfig(
+        api_port=free_port(),
+        sandbox_port=free_port(),
+        moto_port=free_port(),
+        sandbox_latency_ms=latency_ms,
+        status_callbacks=False,
+        env={"RATE_LIMIT_PER_SECOND": "0"},
+    )  # the limit lifted
+    with LocalRuntime(config) as runtime:
+        sandbox = runtime.sandbox
+        assert sandbox is not None
+        concurrency = SENDERS * SEND_CONCURRENCY
+        base_rate, base_cpu = baseline(sandbox.url, sandbox.phone_number_id, recipients, concurrency)
+        sandbox.clear()
+
+        # Warm the sender environments (cold starts are not what this measures).
+        create_trip(runtime, "warmup")
+        seed_participants(runtime, "warmup", SENDERS * 10, start=900_000)
+        upload_product(runtime, "warmup")
+        wait_for_messages(runtime, SENDERS * 10, 60)
+        runtime.wait_idle(60)
+        sandbox.clear()
+
+        create_trip(runtime, "bench")
+        seed_participants(runtime, "bench", recipients)
+        pids = sender_pids(runtime)
+        cpu_before = {pid: cpu_seconds(pid) for pid in pids}
+        calls_before = runtime.moto.snapshot()  # type: ignore[union-attr]
+        t0 = time.perf_counter()
+        upload_product(runtime, "bench", "Action Figure A", 450000)
+        t_end = wait_for_messages(runtime, recipients, 600)
+        runtime.wait_idle(120)
+        calls = runtime.moto.snapshot() - calls_before  # type: ignore[union-attr]
+        del calls["amazonsqs.GetQueueAttributes"]  # the benchmark's own idle checks, not the system's
+        pids_after = sender_pids(runtime)
+        sender_cpu = sum(cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in pids_after)
+        peak = max(peak_rss_mb(pid) for pid in pids_after)
+        rate = recipients / (t_end - t0)
+        sent = len(sandbox.messages())
+        total_calls = sum(calls.values())
+        breakdown = ", ".join(f"{name} {count}" for name, count in calls.most_common())
+
+    print(
+        f"baseline {base_rate:.0f} sends/s, {base_cpu * 1e3:.2f} ms CPU/send; "
+        f"end-to-end {rate:.0f} recipients/s, "
+        f"sender CPU {sender_cpu / recipients * 1e3:.2f} ms/recipient; {sent} sent; AWS calls: {breakdown}"
+    )
+    return [
+        (
+            "end-to-end recipients/s ÷ baseline sends/s",
+            f"{rate:.0f} ÷ {base_rate:.0f} = **{rate / base_rate:.2f}**",
+            "≥ 0.8",
+        ),
+        (
+            "sender CPU s/recipient ÷ baseline CPU s/send",
+            f"{sender_cpu / recipients * 1e3:.2f} ms ÷ {base_cpu * 1e3:.2f} ms "
+            f"= **{sender_cpu / recipients / base_cpu:.2f}**",
+            "≤ 2",
+        ),
+        (
+            "AWS API calls per recipient (moto-counted, incl. pollers)",
+            f"{total_calls} ÷ {recipients} = **{total_calls / recipients:.3f}** ({breakdown})",
+            "≤ 0.15",
+        ),
+        ("sender peak memory (largest worker VmHWM)", f"**{peak:.0f} MB**", "≤ 200 MB"),
+    ]
+
+
+def _serve_sandbox(port: int, latency_ms: float, ready) -> None:
+    from localrun.sandbox import WhatsAppSandbox
+
+    WhatsAppSandbox(
+        port=port,
+        access_token=LOCAL_SECRETS["WA_ACCESS_TOKEN"],
+        phone_number_id="000000000000000",
+        latency_ms=latency_ms,
+    ).start()
+    ready.set()
+    while True:
+        time.sleep(3600)
+
+
+def part2(recipients: int, latency_ms: float, limit: int, senders: int) -> list[tuple[str, str, str]]:
+    # The sandbox runs in a process of its own here: its arrival times must not wait on the GIL of the
+    # process that also hosts moto and the pollers, or the measurement itself would bunch sends together.
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    port = free_port()
+    sandbox_process = ctx.Process(target=_serve_sandbox, args=(port, latency_ms, ready), daemon=True)
+    sandbox_process.start()
+    ready.wait(30)
+    sandbox_url = f"http://127.0.0.1:{port}"
+    config = RuntimeConfig(
+        api_port=free_port(),
+        sandbox_port=free_port(),
+        moto_port=free_port(),
+        whatsapp_url=sandbox_url,
+        parameters={"RateLimitPerSecond": str(limit)},
+        esm_concurrency={"NotificationsQueue": senders},
+        env={"CHUNK_SIZE": "100"},
+    )
+    try:
+        with LocalRuntime(config) as runtime:
+            create_trip(runtime, "rate")
+            seed_participants(runtime, "rate", recipients)
+            upload_product(runtime, "rate")
+            deadline = time.monotonic() + recipients / limit * 3 + 60
+            messages: list[dict] = []
+            while time.monotonic() < deadline and len(messages) < recipients:
+                time.sleep(0.5)
+                messages = httpx.get(f"{sandbox_url}/_sandbox/messages").json()["messages"]
+            times = sorted(m["received_at"] for m in messages)
+    finally:
+        sandbox_process.kill()
+    peak = max_in_window(times)
+    # Mean over the sustained part: drop the first and last second (start-up and tail of the backlog).
+    steady = [t for t in times if times[0] + 1 <= t <= times[-1] - 1]
+    mean = (len(steady) - 1) / (steady[-1] - steady[0])
+    print(
+        f"rate limit {limit}/s with {senders} senders: max {peak} in any 1 s, "
+        f"mean {mean:.1f}/s over {len(times)} sends"
+    )
+    return [
+        (
+            f"rate limit on ({limit} msg/s, {senders} concurrent senders): max sends in any 1 s ÷ limit",
+            f"{peak} ÷ {limit} = **{peak / limit:.2f}**",
+            "≤ 1.0",
+        ),
+        (
+            "… mean send rate ÷ limit (sustained part of the backlog)",
+            f"{mean:.1f} ÷ {limit} = **{mean / limit:.2f}**",
+            "≥ 0.95",
+        ),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--recipients", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--rate-limit", type=int, default=50)
+    parser.add_argument("--rate-recipients", type=int, default=1500)
+    parser.add_argument("--senders", type=int, default=3)
+    parser.add_argument("--only-rate", action="store_true", help="run the rate-limit part only")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sender.md"))
+    args = parser.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    rows = ([] if args.only_rate else part1(args.recipients, args.latency_ms)) + part2(
+        args.rate_recipients, args.latency_ms, args.rate_limit, args.senders
+    )
+    report = (
+        f"Sender benchmark, {started}; {machine()}.\n"
+        f"{args.recipients} recipients, sandbox latency {args.latency_ms:.0f} ms, {SENDERS} senders × "
+        f"{SEND_CONCURRENCY} concurrent sends; rate-limit part: {args.rate_recipients} recipients.\n\n"
+        + table(rows)
+        + "\n"
+    )
+    Path(args.out).write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

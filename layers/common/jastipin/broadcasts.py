@@ -1,0 +1,250 @@
+"""Paid template broadcasts (spec section 10): the estimate, and a broadcast through the FIFO ``broadcast``
+queue (one fan-out job, ``MessageGroupId`` = trip: a trip's broadcasts go out one after the other).
+
+No broadcast is ever sent automatically: only ``POST /api/trips/{tripId}/broadcasts`` without ``dry_run``
+queues one. The estimate and the fan-out use the same audience filter (``jastipin.audience``); the request
+time fixes the activity cut-off, carried in the job, so the fan-out selects the audience that was counted.
+
+Idempotency: the body's ``idempotency_key`` names the broadcast (``bc_`` + hash of trip and key); the
+record is created with a conditional put, so the same key again returns the first result and queues
+nothing new. A record whose job may not have reached the queue (``pending``: the request failed in between)
+is queued again on the retry: the job id is the same, so SQS (FIFO deduplication, 5 minutes) and then the
+sender's per-recipient log keep it to one message per recipient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pynamodb.exceptions import DoesNotExist, PutError
+
+from jastipin import audience, texts
+from jastipin.errors import Conflict
+from jastipin.ids import new_id, stable_id
+from jastipin.jobs import AudienceFilter, Job, JobKind, TemplateRef
+from jastipin.queues import JobQueues
+from jastipin.settings import Settings
+from jastipin.tables import Broadcast, BroadcastStatus, Trip
+from jastipin.templates import TemplateCategory, TemplateSpec, rate_rupiah, registry
+from jastipin.trips import get_trip
+
+CURRENCY = "IDR"
+
+
+def _template_parameter(value: str) -> str:
+    # Meta rejects body parameters with new lines, tabs or more than 4 spaces in a row (error 132018).
+    if "\n" in value or "\t" in value or " " * 5 in value:
+        raise ValueError("must not contain new lines, tabs or more than 4 consecutive spaces")
+    return value
+
+
+TemplateParameter = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_template_parameter)]
+ActiveWithinDays = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=audience.MAX_ACTIVE_WITHIN_DAYS,
+        description="only participants active in the last N days (default 7)",
+    ),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class EstimateQuery(_Request):
+    """``GET .../broadcasts/estimate?template=trip_reminder&active_within_days=7``"""
+
+    template: str = Field(min_length=1, max_length=512)
+    active_within_days: ActiveWithinDays = audience.DEFAULT_ACTIVE_WITHIN_DAYS
+
+
+class BroadcastRequest(_Request):
+    template: str = Field(min_length=1, max_length=512)
+    parameters: list[TemplateParameter] = Field(default_factory=list, max_length=20)
+    dry_run: bool = False
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"
+    )
+    active_within_days: ActiveWithinDays = audience.DEFAULT_ACTIVE_WITHIN_DAYS
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(
+            [self.template, self.parameters, self.active_within_days],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    trip_id: str
+    template: str
+    category: str
+    language: str
+    active_within_days: int
+    participants: int
+    rate_rupiah: int
+
+    @property
+    def total_rupiah(self) -> int:
+        return self.participants * self.rate_rupiah
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "trip_id": self.trip_id,
+            "template": self.template,
+            "category": self.category,
+            "language": self.language,
+            "active_within_days": self.active_within_days,
+            "participants": self.participants,
+            "rate_rupiah": self.rate_rupiah,
+            "total_rupiah": self.total_rupiah,
+            "currency": CURRENCY,
+            "text": texts.broadcast_estimate(self.participants, self.total_rupiah),
+        }
+
+
+def _filter(spec: TemplateSpec, active_within_days: int) -> AudienceFilter:
+    return audience.broadcast_filter(
+        active_within_days, marketing=spec.category is TemplateCategory.MARKETING
+    )
+
+
+def _estimate(
+    trip: Trip, spec: TemplateSpec, criteria: AudienceFilter, days: int, settings: Settings
+) -> Estimate:
+    return Estimate(
+        trip_id=trip.trip_id,
+        template=spec.name,
+        category=spec.category.value,
+        language=spec.language,
+        active_within_days=days,
+        participants=audience.count(trip.trip_id, criteria),
+        rate_rupiah=rate_rupiah(settings, spec.category.value),
+    )
+
+
+def estimate(trip_id: str, query: EstimateQuery, settings: Settings) -> Estimate:
+    trip = get_trip(trip_id)
+    spec = registry(settings).get(query.template)
+    return _estimate(trip, spec, _filter(spec, query.active_within_days), query.active_within_days, settings)
+
+
+def submit(trip_id: str, request: BroadcastRequest, settings: Settings, queues: JobQueues) -> dict[str, Any]:
+    """Dry run: the estimate. Otherwise: record the broadcast and queue its fan-out job (once per key)."""
+    trip = get_trip(trip_id)
+    templates = registry(settings)
+    spec = templates.get(request.template)
+    templates.ref(spec.name, request.parameters)  # validates the parameters before anything is queued
+    criteria = _filter(spec, request.active_within_days)
+    if request.dry_run:
+        return {
+            "dry_run": True,
+            **_estimate(trip, spec, criteria, request.active_within_days, settings).view(),
+        }
+
+    key = request.idempotency_key
+    broadcast_id = stable_id("bc", trip.trip_id, key) if key else new_id("bc")
+    if key:
+        existing = _find(trip.trip_id, broadcast_id)
+        if existing is not None:
+            return _replay(existing, request, queues)
+    found = _estimate(trip, spec, criteria, request.active_within_days, settings)
+    record = Broadcast(
+        trip.trip_id,
+        broadcast_id,
+        template=spec.name,
+        language=spec.language,
+        category=spec.category.value,
+        parameters=list(request.parameters),
+        active_within_days=request.active_within_days,
+        active_since=criteria.active_since,
+        estimated_count=found.participants,
+        rate_rupiah=found.rate_rupiah,
+        estimated_rupiah=found.total_rupiah,
+        idempotency_key=key,
+        fingerprint=request.fingerprint(),
+    )
+    try:
+        record.save(condition=Broadcast.broadcast_id.does_not_exist())
+    except PutError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise
+        existing = _find(trip.trip_id, broadcast_id)  # the same key, submitted concurrently
+        assert existing is not None
+        return _replay(existing, request, queues)
+    _queue(record, queues)
+    return broadcast_view(record, duplicate=False)
+
+
+def _find(trip_id: str, broadcast_id: str) -> Broadcast | None:
+    try:
+        return Broadcast.get(trip_id, broadcast_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def _replay(existing: Broadcast, request: BroadcastRequest, queues: JobQueues) -> dict[str, Any]:
+    if existing.fingerprint != request.fingerprint():
+        raise Conflict(
+            "idempotency_key was already used for a different broadcast (template, parameters or filter)",
+            field="idempotency_key",
+        )
+    if existing.status == BroadcastStatus.PENDING.value:
+        _queue(existing, queues)  # the first request stopped before its job reached the queue
+    return broadcast_view(existing, duplicate=True)
+
+
+def job_of(record: Broadcast) -> Job:
+    """The fan-out job of a broadcast, rebuilt from its record (the same job every time)."""
+    return Job(
+        job_id=record.broadcast_id,
+        kind=JobKind.BROADCAST,
+        trip_id=record.trip_id,
+        template=record.template,
+        template_ref=TemplateRef(
+            name=record.template,
+            language=record.language,
+            parameters=list(record.parameters or []),
+            category=record.category,
+        ),
+        audience=AudienceFilter(
+            active_since=record.active_since, marketing=record.category == TemplateCategory.MARKETING.value
+        ),
+    )
+
+
+def _queue(record: Broadcast, queues: JobQueues) -> None:
+    queues.send(job_of(record))
+    record.update(actions=[Broadcast.status.set(BroadcastStatus.QUEUED.value)])
+
+
+def estimate_view(record: Broadcast) -> dict[str, Any]:
+    return {
+        "participants": int(record.estimated_count),
+        "rate_rupiah": int(record.rate_rupiah),
+        "total_rupiah": int(record.estimated_rupiah),
+        "currency": CURRENCY,
+        "text": texts.broadcast_estimate(int(record.estimated_count), int(record.estimated_rupiah)),
+    }
+
+
+def broadcast_view(record: Broadcast, *, duplicate: bool) -> dict[str, Any]:
+    return {
+        "broadcast_id": record.broadcast_id,
+        "job_id": record.broadcast_id,
+        "trip_id": record.trip_id,
+        "template": record.template,
+        "category": record.category,
+        "active_within_days": int(record.active_within_days),
+        "status": record.status,
+        "duplicate": duplicate,
+        "estimate": estimate_view(record),
+    }

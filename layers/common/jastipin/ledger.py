@@ -1,0 +1,154 @@
+"""The per-trip ledger: what was estimated, what was sent, and what Meta reported as billed.
+
+- Estimated: the broadcast records (``Broadcast``, kept for good).
+- Sent and billed: the notifications log, read through its ``by_trip`` index (one Query, paged; no Scan).
+  Each entry's status counts (sent / delivered / read / failed / skipped); an entry Meta marked
+  ``pricing.billable`` counts as billed in its ``pricing.category``, priced with the configured rates.
+- The log expires (``LOG_TTL_DAYS``, 3 days). So each ledger read copies what the log says about a broadcast
+  into the broadcast's record (``observed``), unless the record already holds a view of more log entries
+  (a log that is already expiring never overwrites a fuller one). After the log is gone the ledger shows
+  that copy (``source: "snapshot"``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynamodb.exceptions import UpdateError
+
+from jastipin import broadcasts
+from jastipin.settings import Settings
+from jastipin.tables import Broadcast, LogStatus, NotificationLog, utcnow
+from jastipin.templates import rate_rupiah, rates
+from jastipin.trips import get_trip
+
+UNKNOWN_CATEGORY = "unknown"
+
+
+@dataclass
+class Tally:
+    """What the log holds for one job."""
+
+    message_type: str = ""
+    entries: int = 0
+    first_logged_at: str = ""
+    statuses: Counter[str] = field(default_factory=Counter)
+    billed: Counter[str] = field(default_factory=Counter)
+
+    def add(self, entry: NotificationLog) -> None:
+        self.message_type = self.message_type or entry.message_type
+        self.entries += 1
+        if not self.first_logged_at or entry.created_at < self.first_logged_at:
+            self.first_logged_at = entry.created_at
+        self.statuses[entry.status] += 1
+        if entry.billable:
+            self.billed[entry.pricing_category or UNKNOWN_CATEGORY] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "entries": self.entries,
+            "statuses": {s.value: self.statuses.get(s.value, 0) for s in LogStatus},
+            "billed": dict(sorted(self.billed.items())),
+        }
+
+
+def log_tallies(trip_id: str) -> dict[str, Tally]:
+    tallies: dict[str, Tally] = {}
+    for entry in NotificationLog.by_trip.query(trip_id, page_size=500):
+        tallies.setdefault(entry.job_id, Tally()).add(entry)
+    return tallies
+
+
+def _outcome(observed: dict[str, Any], settings: Settings, source: str, as_of: str | None) -> dict[str, Any]:
+    statuses = observed["statuses"]
+    billed = {
+        category: {"messages": n, "rupiah": n * rate_rupiah(settings, category)}
+        for category, n in observed["billed"].items()
+    }
+    return {
+        "source": source,
+        "as_of": as_of,
+        "entries": observed["entries"],
+        "statuses": statuses,
+        # "sent" in the everyday sense: accepted by WhatsApp, whatever happened next
+        "sent": sum(statuses.get(s, 0) for s in ("sent", "delivered", "read")),
+        "billed": billed,
+        "billed_messages": sum(observed["billed"].values()),
+        "billed_rupiah": sum(b["rupiah"] for b in billed.values()),
+    }
+
+
+def _remember(record: Broadcast, tally: Tally) -> None:
+    """Copy the log's view of a broadcast into its record (durable), never replacing a fuller view."""
+    observed = tally.as_dict()
+    if record.observed == observed:
+        return
+    if record.observed_entries is not None and record.observed_entries > tally.entries:
+        return
+    now = utcnow()
+    try:
+        record.update(
+            actions=[
+                Broadcast.observed.set(observed),
+                Broadcast.observed_entries.set(tally.entries),
+                Broadcast.observed_at.set(now),
+            ],
+            condition=Broadcast.observed_entries.does_not_exist()
+            | (Broadcast.observed_entries <= tally.entries),
+        )
+    except UpdateError:
+        return  # another read stored a fuller view meanwhile
+
+
+def trip_ledger(trip_id: str, settings: Settings) -> dict[str, Any]:
+    trip = get_trip(trip_id)
+    tallies = log_tallies(trip.trip_id)
+    now = utcnow().isoformat()
+    broadcast_views = []
+    billed_messages = billed_rupiah = estimated_rupiah = 0
+    records = sorted(Broadcast.query(trip.trip_id), key=lambda r: r.requested_at)
+    for record in records:
+        view = broadcasts.broadcast_view(record, duplicate=False)
+        view.pop("duplicate")
+        view["requested_at"] = record.requested_at.isoformat()
+        tally = tallies.get(record.broadcast_id)
+        if tally is not None:
+            _remember(record, tally)
+            view["outcome"] = _outcome(tally.as_dict(), settings, "log", now)
+        elif record.observed:
+            as_of = record.observed_at.isoformat() if record.observed_at else None
+            view["outcome"] = _outcome(record.observed, settings, "snapshot", as_of)
+            billed_messages += view["outcome"]["billed_messages"]  # not in the jobs below any more
+            billed_rupiah += view["outcome"]["billed_rupiah"]
+        else:
+            view["outcome"] = None  # queued, nothing logged yet
+        estimated_rupiah += int(record.estimated_rupiah)
+        broadcast_views.append(view)
+    jobs = []
+    for job_id, tally in sorted(tallies.items(), key=lambda item: item[1].first_logged_at):
+        outcome = _outcome(tally.as_dict(), settings, "log", now)
+        billed_messages += outcome["billed_messages"]
+        billed_rupiah += outcome["billed_rupiah"]
+        jobs.append(
+            {
+                "job_id": job_id,
+                "message_type": tally.message_type,
+                "first_logged_at": tally.first_logged_at,
+                **{k: v for k, v in outcome.items() if k not in {"source", "as_of"}},
+            }
+        )
+    return {
+        "trip_id": trip.trip_id,
+        "currency": broadcasts.CURRENCY,
+        "rates_rupiah": rates(settings),
+        "log_retention_days": int(days) if (days := settings.log_ttl_days).is_integer() else days,
+        "broadcasts": broadcast_views,
+        "jobs": jobs,
+        "totals": {
+            "estimated_rupiah": estimated_rupiah,
+            "billed_messages": billed_messages,
+            "billed_rupiah": billed_rupiah,
+        },
+    }

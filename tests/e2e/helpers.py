@@ -1,0 +1,126 @@
+"""Helpers for end-to-end tests and benchmarks that drive a LocalRuntime."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from jastipin.ids import stable_id
+from localrun.runtime import LOCAL_SECRETS, LocalRuntime
+
+PYNAMODB_TIME = "%Y-%m-%dT%H:%M:%S.%f+0000"  # UTCDateTimeAttribute's format
+API_AUTH = {"Authorization": f"Bearer {LOCAL_SECRETS['API_TOKEN']}"}
+
+
+def phone(n: int) -> str:
+    return f"+62813{n:08d}"
+
+
+def create_trip(runtime: LocalRuntime, slug: str, **extra: str) -> None:
+    body = {"slug": slug, "title": f"Trip {slug}", "owner_phone": "081234567890", **extra}
+    response = httpx.post(f"{runtime.api.url}/api/trips", json=body, headers=API_AUTH)  # type: ignore[union-attr]
+    assert response.status_code == 201, response.text
+
+
+def seed_participants(
+    runtime: LocalRuntime, trip: str, count: int, *, start: int = 0, inbound_hours_ago: float = 1.0
+) -> list[str]:
+    """Participants with an open 24-hour window, written straight into the tables (25 per BatchWriteItem)."""
+    ddb = runtime.client("dynamodb")
+    participants = runtime.table_name("ParticipantsTable")
+    contacts = runtime.table_name("ContactsTable")
+    now = datetime.now(UTC)
+    inbound = (now - timedelta(hours=inbound_hours_ago)).strftime(PYNAMODB_TIME)
+    stamp = now.strftime(PYNAMODB_TIME)
+    ids = []
+    requests: list[tuple[str, dict]] = []
+    for n in range(start, start + count):
+        p = phone(n)
+        pid = stable_id("p", p)
+        ids.append(pid)
+        requests.append(
+            (
+                participants,
+                {
+                    "trip_id": {"S": trip},
+                    "participant_id": {"S": pid},
+                    "wa_key": {"S": p},
+                    "phone": {"S": p},
+                    "status": {"S": "active"},
+                    "joined_at": {"S": stamp},
+                    "last_active_at": {"S": stamp},
+                },
+            )
+        )
+        requests.append(
+            (
+                contacts,
+                {
+                    "wa_key": {"S": p},
+                    "participant_id": {"S": pid},
+                    "phone": {"S": p},
+                    "last_inbound_at": {"S": inbound},
+                    "last_trip_id": {"S": trip},
+                    "marketing_opt_out": {"BOOL": False},
+                    "updated_at": {"S": stamp},
+                },
+            )
+        )
+    for i in range(0, len(requests), 25):
+        batch: dict[str, list] = {}
+        for table, item in requests[i : i + 25]:
+            batch.setdefault(table, []).append({"PutRequest": {"Item": item}})
+        while batch:
+            batch = ddb.batch_write_item(RequestItems=batch).get("UnprocessedItems") or {}
+    return ids
+
+
+def upload_product(runtime: LocalRuntime, trip: str, name: str = "Produk", price: int = 1000) -> str:
+    response = httpx.post(
+        f"{runtime.api.url}/api/trips/{trip}/products",
+        json={"name": name, "price": price},  # type: ignore[union-attr]
+        headers=API_AUTH,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+def log_entries(runtime: LocalRuntime, job_id: str) -> list[dict]:
+    ddb = runtime.client("dynamodb")
+    items: list[dict] = []
+    kwargs = {
+        "TableName": runtime.table_name("NotificationsLogTable"),
+        "KeyConditionExpression": "job_id = :j",
+        "ExpressionAttributeValues": {":j": {"S": job_id}},
+        "ConsistentRead": True,
+    }
+    while True:
+        page = ddb.query(**kwargs)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def wait_for_log(
+    runtime: LocalRuntime, job_id: str, count: int, *, final: bool = True, timeout: float = 60
+) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    finals = {"sent", "delivered", "read", "failed", "skipped"}
+    while time.monotonic() < deadline:
+        items = log_entries(runtime, job_id)
+        done = [i for i in items if not final or i["status"]["S"] in finals]
+        if len(done) >= count:
+            return items
+        time.sleep(0.2)
+    raise AssertionError(f"{job_id}: expected {count} outcomes, have {log_entries(runtime, job_id)}")
+
+
+def dlq_messages(runtime: LocalRuntime, queue: str) -> list[dict]:
+    sqs = runtime.client("sqs")
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=runtime.queue_url(queue), AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    return [{}] * int(attrs["Attributes"]["ApproximateNumberOfMessages"])

@@ -1,0 +1,39 @@
+"""The cost report at a small scale: it runs the real paths end to end, and the counts hold the choices that
+keep a delivered message cheap (README, Cost)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from tests.conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("cost_report", ROOT / "bench" / "cost_report.py")
+assert spec and spec.loader
+cost_report = importlib.util.module_from_spec(spec)
+sys.modules["cost_report"] = cost_report
+spec.loader.exec_module(cost_report)
+
+N = 12
+
+
+def test_cost_report_counts_every_call_of_a_broadcast():
+    report = cost_report.run(recipients=N, scale_to=N)
+    assert report.delivered == N and report.webhooks == 3 * N
+    assert report.http_api_requests == 3 * N + 1
+    assert report.functions["WebhookFunction"].invocations == 3 * N
+    assert report.functions["EnqueueFunction"].invocations == 1
+    calls = {(fn, op): usage for (fn, _service, op), usage in report.aws.items()}
+    # "sent" statuses cost nothing: only delivered and read look the entry up and write it.
+    assert calls[("WebhookFunction", "Query")].calls == 2 * N
+    assert calls[("WebhookFunction", "UpdateItem")].calls == 2 * N
+    writes = calls[("WebhookFunction", "UpdateItem")].write_units
+    assert writes["NotificationsLogTable"] == 2 * N
+    assert writes["NotificationsLogTable/by_provider_msg_id"] == 0  # keys only: not written by status updates
+    log_writes = calls[("SenderFunction", "BatchWriteItem")].write_units
+    assert log_writes["NotificationsLogTable"] == N  # one small item per recipient
+    # The sender waited for the rate limit: at least N / rate seconds of 512 MB.
+    assert report.functions["SenderFunction"].billed_ms >= N / report.rate_limit * 1000
+    text = cost_report.render(report, N)
+    assert "TOTAL" in text and "levers" in text
+    assert 0 < report.total(report.lines()) < 0.01

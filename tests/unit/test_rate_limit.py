@@ -1,0 +1,104 @@
+"""The global rate limiter against moto's DynamoDB, on a simulated clock (no real waiting)."""
+
+from __future__ import annotations
+
+import bisect
+
+import boto3
+import pytest
+
+from jastipin.rate_limit import GlobalRateLimiter, TokenBucket
+
+
+class SimClock:
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+@pytest.fixture
+def table(aws):
+    return boto3.client("dynamodb", region_name="ap-southeast-3"), aws.tables["RateLimitTable"]
+
+
+def limiter(table, clock, rate=10.0, **kw) -> GlobalRateLimiter:
+    client, name = table
+    return GlobalRateLimiter(client, name, "whatsapp#1", rate, clock=clock, sleep=clock.sleep, **kw)
+
+
+def max_in_any_window(times: list[float], width: float = 1.0) -> int:
+    times = sorted(times)
+    return max(bisect.bisect_left(times, t + width) - i for i, t in enumerate(times))
+
+
+def test_slots_are_spaced_so_no_sliding_second_exceeds_the_limit(table):
+    clock = SimClock()
+    a, b = limiter(table, clock, 10), limiter(table, clock, 10)
+    sends = []
+    for turn in range(30):  # two "instances" taking turns, each using the block (2 slots) it reserved
+        for _ in range(2):
+            (a if turn % 2 else b).acquire()
+            sends.append(clock())
+    assert max_in_any_window(sends) == 10
+    rate = (len(sends) - 1) / (sends[-1] - sends[0])
+    assert 9.5 <= rate <= 10.0  # sustained close to the limit (4 % safety margin)
+
+
+def test_a_stale_slot_is_dropped_not_used_late(table):
+    clock = SimClock()
+    a, b = limiter(table, clock, 10), limiter(table, clock, 10)
+    sends = []
+    for n in range(60):  # interleaved one by one: reserved slots go stale while the other instance sends
+        (a if n % 3 else b).acquire()
+        sends.append(clock())
+    assert max_in_any_window(sends) <= 10
+    assert len(set(sends)) == len(sends)
+
+
+def test_instances_never_share_a_slot(table):
+    clock = SimClock()
+    a, b = limiter(table, clock, 50), limiter(table, clock, 50)
+    a.acquire()
+    b.acquire()  # b's first reservation contends with a's and must come after it
+    slots_a, slots_b = list(a._slots), list(b._slots)
+    assert not set(slots_a) & set(slots_b)
+    assert min(slots_b) > max(slots_a)
+
+
+def test_deadline_refuses_a_late_slot_and_keeps_it(table):
+    clock = SimClock()
+    lim = limiter(table, clock, 1)  # one slot per ~1.03 s
+    assert lim.acquire()
+    assert not lim.acquire(deadline=clock() + 0.5)
+    assert lim.acquire(deadline=clock() + 2)
+
+
+def test_release_gives_unused_slots_back(table):
+    clock = SimClock()
+    a, b = limiter(table, clock, 50), limiter(table, clock, 50)
+    a.acquire()  # reserves a block of 10, uses 1
+    used_by_a = clock()
+    a.release()
+    b.acquire()
+    assert clock() - used_by_a == pytest.approx(1 / (50 * 0.96), rel=1e-3)  # the very next slot, not 10 later
+
+
+def test_calls_per_send_with_a_lifted_limit(table):
+    clock = SimClock()
+    lim = limiter(table, clock, 100_000)
+    for _ in range(1000):
+        lim.acquire()
+    # Blocks of 50 slots: one UpdateItem per block, plus one wrong guess (spare capacity → backlog).
+    assert lim.calls <= 1000 / 50 + 2
+
+
+def test_token_bucket_honours_deadline():
+    clock = SimClock()
+    bucket = TokenBucket(2, clock=clock, sleep=clock.sleep)
+    assert bucket.acquire() and bucket.acquire()
+    assert not bucket.acquire(deadline=0)  # far in the past
