@@ -1,13 +1,16 @@
 """WhatsApp webhook: Meta's verification handshake (GET) and signed inbound messages and statuses (POST).
 
 Answers 200 fast whatever the content (Meta retries non-200 for 7 days); duplicates are harmless: each
-inbound message is handled once (idempotency by wamid), statuses only move forward."""
+inbound message is handled once (idempotency by wamid), statuses only move forward.
+
+No Powertools Tracer here: its X-Ray SDK import alone costs more than boto3's, on the cold start of the one
+function Meta waits for. Lambda's active tracing (template.yaml) still traces every invocation."""
 
 from __future__ import annotations
 
 import hmac
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -19,7 +22,6 @@ from jastipin.runtime import services
 from jastipin.webhook_payload import WebhookPayload, signature_valid
 
 logger = Logger()
-tracer = Tracer()
 app = APIGatewayHttpResolver()
 install_error_handlers(app)
 observability.init_sentry()  # only when SENTRY_DSN is set
@@ -44,7 +46,6 @@ def verify():
 
 
 @app.post(WEBHOOK_PATH)
-@tracer.capture_method(capture_response=False)
 def receive():
     svc = services()
     body = raw_body(app, svc.settings.max_body_bytes * 4)
@@ -65,7 +66,6 @@ def receive():
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)
 @observability.report_errors
 def handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

@@ -52,6 +52,7 @@ BACKOFF_BASE_SECONDS = 2.0  # spec: exponential from 2000 ms
 WINDOW = timedelta(hours=24)
 SAFETY_MARGIN_SECONDS = 5.0  # stop sending this long before the Lambda timeout
 LOG_FLUSH_SIZE = 25  # outcomes per BatchWriteItem (DynamoDB's maximum)
+LOG_FLUSH_SECONDS = 1.0  # ...or sooner: Meta's status callbacks look the entry up by wamid within seconds
 KINDS_NEEDING_MEMBERSHIP = frozenset({JobKind.PRODUCT_UPDATE, JobKind.BROADCAST})
 
 
@@ -262,10 +263,12 @@ class Sender:
                 return self._failure(r, attempt, exc)
             return Outcome(r, LogStatus.SENT, attempt, provider_msg_id=wamid)
 
-        # Outcomes are logged as they complete, LOG_FLUSH_SIZE at a time (one BatchWriteItem each): a crash
+        # Outcomes are logged as they complete, up to LOG_FLUSH_SIZE per BatchWriteItem and at least every
+        # LOG_FLUSH_SECONDS: a crash
         # re-sends at most the sends since the last flush, and status callbacks rarely beat the log entry.
         outcomes: list[Outcome] = []
         unlogged: list[Outcome] = []
+        oldest = 0.0
         self.limiter.expect(len(recipients))
         futures = {self._pool.submit(send_one, r): r for r in recipients}
         try:
@@ -275,8 +278,10 @@ class Sender:
                     not_started.append(futures[future])
                     continue
                 outcomes.append(outcome)
+                if not unlogged:
+                    oldest = time.monotonic()
                 unlogged.append(outcome)
-                if len(unlogged) >= LOG_FLUSH_SIZE:
+                if len(unlogged) >= LOG_FLUSH_SIZE or time.monotonic() - oldest >= LOG_FLUSH_SECONDS:
                     self._write_log(job, unlogged)
                     unlogged = []
         finally:

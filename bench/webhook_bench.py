@@ -1,0 +1,248 @@
+"""Webhook benchmark (issue: complete, safe inbound handling).
+
+Through the local runtime: a mix of signed inbound messages and delivery statuses (3 statuses — sent,
+delivered, read — per outbound message, duplicates and out-of-order included) sent open-loop at a fixed rate,
+with the sender's pollers stopped so that only the webhook's own work is counted. Reports p50/p99 latency,
+errors and AWS calls per webhook; then the webhook handler's cold import (module + what its first request
+imports) next to a bare ``import boto3``, each in fresh interpreters, median of several runs.
+
+    PYTHONPATH=layers/common:. .venv/bin/python bench/webhook_bench.py [--rate 100] [--seconds 30]
+
+Writes bench/results/webhook.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "common")]
+
+from tests.e2e.helpers import create_trip, phone, seed_participants, upload_product  # noqa: E402
+
+from bench.common import machine, table  # noqa: E402
+from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port  # noqa: E402
+from localrun.sandbox import sign  # noqa: E402
+
+PHONE_NUMBER_ID = "000000000000000"
+
+
+def envelope(value: dict) -> dict:
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550000000",
+                                "phone_number_id": PHONE_NUMBER_ID,
+                            },
+                            **value,
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def inbound(n: int, seq: int, text: str) -> dict:
+    wa_id = phone(n).lstrip("+")
+    return envelope(
+        {
+            "contacts": [{"profile": {"name": f"Penitip {n}"}, "wa_id": wa_id}],
+            "messages": [
+                {
+                    "from": wa_id,
+                    "id": f"wamid.bench-in-{seq}",
+                    "timestamp": str(int(time.time())),
+                    "type": "text",
+                    "text": {"body": text},
+                }
+            ],
+        }
+    )
+
+
+def status(wamid: str, to: str, state: str) -> dict:
+    entry = {"id": wamid, "status": state, "timestamp": str(int(time.time())), "recipient_id": to}
+    if state != "read":
+        entry["pricing"] = {
+            "billable": False,
+            "pricing_model": "PMP",
+            "category": "service",
+            "type": "free_customer_service",
+        }
+    return envelope({"statuses": [entry]})
+
+
+def build_requests(count: int, outbound: list[dict], participants: int, slug: str) -> list[bytes]:
+    rng = random.Random(7)
+    bodies: list[bytes] = []
+    statuses = [(m["id"], m["to"], s) for m in outbound for s in ("sent", "delivered", "read")]
+    rng.shuffle(statuses)  # out of order, as Meta delivers them
+    commands = ["INFO", "halo kak, masih bisa titip?", f"JOIN {slug}", "info " + slug]
+    for i in range(count):
+        if i % 4 == 0:
+            body = inbound(rng.randrange(participants), i, commands[(i // 4) % len(commands)])
+        else:
+            body = status(*statuses[i % len(statuses)])  # wraps around: duplicates included
+        bodies.append(json.dumps(body, separators=(",", ":")).encode())
+    return bodies
+
+
+def load(url: str, bodies: list[bytes], rate: float, secret: str) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    client = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+
+    def fire(index: int, start: float) -> None:
+        nonlocal errors
+        delay = start + index / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        body = bodies[index]
+        sent = time.perf_counter()
+        try:
+            response = client.post(
+                url,
+                content=body,
+                headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(secret, body)},
+            )
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        elapsed = time.perf_counter() - sent
+        with lock:
+            latencies.append(elapsed)
+            errors += 0 if ok else 1
+
+    start = time.perf_counter() + 0.5
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        for index in range(len(bodies)):
+            pool.submit(fire, index, start)
+    client.close()
+    return latencies, errors
+
+
+IMPORT_BOTO3 = "import time; t = time.perf_counter(); import boto3; print(time.perf_counter() - t)"
+IMPORT_WEBHOOK = """
+import importlib.util, os, sys, time
+os.environ.update({name: "bench" for name in (
+    "TRIPS_TABLE PARTICIPANTS_TABLE CONTACTS_TABLE PRODUCTS_TABLE NOTIFICATIONS_LOG_TABLE IDEMPOTENCY_TABLE "
+    "RATE_LIMIT_TABLE BROADCASTS_TABLE NOTIFICATIONS_QUEUE_URL BROADCAST_QUEUE_URL PROOF_NOTIFY_QUEUE_URL "
+    "WA_PHONE_NUMBER_ID WA_APP_SECRET WA_VERIFY_TOKEN WA_ACCESS_TOKEN AWS_DEFAULT_REGION").split()})
+sys.path[:0] = [sys.argv[1] + "/functions/webhook", sys.argv[1] + "/layers/common"]
+t = time.perf_counter()
+spec = importlib.util.spec_from_file_location("app", sys.argv[1] + "/functions/webhook/app.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+module.services().inbound  # what the first POST imports and builds (boto3, PynamoDB, idempotency)
+print(time.perf_counter() - t)
+"""
+
+
+def cold_imports(runs: int) -> tuple[float, float]:
+    def median_of(code: str, *args: str) -> float:
+        samples = []
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+            )
+            samples.append(float(out.stdout.strip().splitlines()[-1]))
+        return statistics.median(samples)
+
+    return median_of(IMPORT_BOTO3), median_of(IMPORT_WEBHOOK, str(ROOT))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--participants", type=int, default=300)
+    parser.add_argument("--import-runs", type=int, default=7)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "webhook.md"))
+    args = parser.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    config = RuntimeConfig(
+        api_port=free_port(),
+        sandbox_port=free_port(),
+        moto_port=free_port(),
+        status_callbacks=False,
+        env={"RATE_LIMIT_PER_SECOND": "0"},
+    )
+    with LocalRuntime(config) as runtime:
+        assert runtime.sandbox is not None and runtime.moto is not None and runtime.api is not None
+        create_trip(runtime, "hook")
+        seed_participants(runtime, "hook", args.participants)
+        upload_product(runtime, "hook")
+        deadline = time.monotonic() + 120
+        while len(runtime.sandbox.messages()) < args.participants and time.monotonic() < deadline:
+            time.sleep(0.2)
+        outbound = runtime.sandbox.messages()
+        runtime.wait_idle(60)
+        runtime.stop_pollers()  # count the webhook's own work only
+        count = int(args.rate * args.seconds)
+        bodies = build_requests(count, outbound, args.participants, "hook")
+        # Warm every webhook environment first (cold starts are measured separately below).
+        load(runtime.api.url + "/api/webhooks/whatsapp", bodies[:40], 20, LOCAL_SECRETS["WA_APP_SECRET"])
+        before = runtime.moto.snapshot()
+        t0 = time.perf_counter()
+        latencies, errors = load(
+            runtime.api.url + "/api/webhooks/whatsapp", bodies, args.rate, LOCAL_SECRETS["WA_APP_SECRET"]
+        )
+        wall = time.perf_counter() - t0
+        calls = runtime.moto.snapshot() - before
+        del calls["amazonsqs.GetQueueAttributes"]
+    boto3_s, webhook_s = cold_imports(args.import_runs)
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    total_calls = sum(calls.values())
+    breakdown = ", ".join(f"{name} {n}" for name, n in calls.most_common())
+    rows = [
+        (
+            f"latency at {args.rate:.0f} webhooks/s for {args.seconds:.0f} s: p50 / p99",
+            f"**{p50:.1f} ms / {p99:.1f} ms** (max {latencies[-1] * 1000:.0f} ms)",
+            "p99 ≤ 100 ms",
+        ),
+        ("errors (non-200 or no answer)", f"**{errors}** of {len(latencies)}", "0"),
+        ("achieved rate", f"{len(latencies) / wall:.1f} webhooks/s", f"{args.rate:.0f}"),
+        (
+            "AWS calls per webhook (1 inbound : 3 statuses)",
+            f"{total_calls} ÷ {count} = **{total_calls / count:.2f}** ({breakdown})",
+            "—",
+        ),
+        (
+            "cold import: webhook handler (+ first-request imports) ÷ bare `import boto3`",
+            f"{webhook_s * 1000:.0f} ms ÷ {boto3_s * 1000:.0f} ms = **{webhook_s / boto3_s:.2f}**",
+            "≤ 1.5",
+        ),
+    ]
+    report = (
+        f"Webhook benchmark, {started}; {machine()}.\n{count} webhooks (1 in 4 an inbound command, the rest "
+        f"statuses of {len(outbound)} outbound messages), open loop.\n\n" + table(rows) + "\n"
+    )
+    Path(args.out).write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
