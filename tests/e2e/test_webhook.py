@@ -1,0 +1,90 @@
+"""The webhook through the local runtime, driven by the WhatsApp sandbox as Meta would drive it: concurrent
+duplicate deliveries, statuses out of order, a failed status, a user without a phone number."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
+from tests.e2e.helpers import create_trip, log_entries, phone, seed_participants, upload_product, wait_for_log
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[LocalRuntime]:
+    config = RuntimeConfig(
+        api_port=free_port(), sandbox_port=free_port(), moto_port=free_port(), status_callbacks=False
+    )
+    with LocalRuntime(config) as rt:
+        create_trip(rt, "hook")
+        yield rt
+
+
+def wait_messages(runtime: LocalRuntime, count: int, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = runtime.sandbox.messages()  # type: ignore[union-attr]
+        if len(found) >= count:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"expected {count} messages, have {runtime.sandbox.messages()}")  # type: ignore[union-attr]
+
+
+def test_same_message_delivered_three_times_at_once_is_answered_once(runtime):
+    sandbox = runtime.sandbox
+    sandbox.clear()
+    message = {"id": "wamid.concurrent-join-1", "type": "text", "text": {"body": "JOIN hook"}}
+    with ThreadPoolExecutor(3) as pool:
+        statuses = list(
+            pool.map(lambda _: sandbox.send_inbound(from_phone="6281377778888", message=message), range(3))
+        )
+    assert statuses == [200, 200, 200]
+    replies = wait_messages(runtime, 1)
+    time.sleep(2)  # a duplicate reply would have arrived by now
+    assert [m["to"] for m in sandbox.messages()] == ["6281377778888"]
+    assert replies[0]["body"]["text"]["body"].startswith("Terima kasih sudah join!")
+
+
+def test_statuses_out_of_order_and_duplicated_end_at_the_furthest(runtime):
+    sandbox = runtime.sandbox
+    sandbox.clear()
+    create_trip(runtime, "order")
+    (pid,) = seed_participants(runtime, "order", 1, start=500)
+    job = upload_product(runtime, "order")
+    (entry,) = wait_for_log(runtime, job, 1)
+    wamid, to = entry["provider_msg_id"]["S"], phone(500).lstrip("+")
+    time.sleep(1.5)  # the entry is written; statuses now find it
+    for status in ("read", "delivered", "sent", "read", "delivered"):
+        assert sandbox.send_status(wamid, status, to) == 200
+    (entry,) = log_entries(runtime, job)
+    assert entry["participant_id"]["S"] == pid and entry["status"]["S"] == "read"
+
+
+def test_failed_status_records_the_error_code(runtime):
+    sandbox = runtime.sandbox
+    sandbox.clear()
+    create_trip(runtime, "failing")
+    seed_participants(runtime, "failing", 1, start=501)
+    job = upload_product(runtime, "failing")
+    (entry,) = wait_for_log(runtime, job, 1)
+    time.sleep(1.5)
+    assert (
+        sandbox.send_status(
+            entry["provider_msg_id"]["S"], "failed", phone(501).lstrip("+"), error_code=131026
+        )
+        == 200
+    )
+    (entry,) = log_entries(runtime, job)
+    assert (entry["status"]["S"], entry["error_code"]["N"]) == ("failed", "131026")
+
+
+def test_username_user_without_phone_can_join_and_is_answered_by_user_id(runtime):
+    sandbox = runtime.sandbox
+    sandbox.clear()
+    assert sandbox.send_inbound(from_phone=None, user_id="ID.7788", text="join HOOK") == 200
+    (reply,) = wait_messages(runtime, 1)
+    assert reply["body"]["recipient"] == "ID.7788" and "to" not in reply["body"]
+    assert reply["body"]["text"]["body"].startswith("Terima kasih sudah join!")
