@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 
 from jastipin.ids import stable_id
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime
+from localrun.runtime import LOCAL_SECRETS, LocalRuntime, free_port
 
 PYNAMODB_TIME = "%Y-%m-%dT%H:%M:%S.%f+0000"  # UTCDateTimeAttribute's format
 API_AUTH = {"Authorization": f"Bearer {LOCAL_SECRETS['API_TOKEN']}"}
@@ -124,3 +132,42 @@ def dlq_messages(runtime: LocalRuntime, queue: str) -> list[dict]:
         QueueUrl=runtime.queue_url(queue), AttributeNames=["ApproximateNumberOfMessages"]
     )
     return [{}] * int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+
+@contextlib.contextmanager
+def runtime_process(*extra_args: str) -> Iterator[tuple[dict[str, str], str]]:
+    """Start ``python -m localrun`` as a newcomer would (a separate process, free ports); yields the base
+    URLs ({"api", "sandbox", "moto"}) and the banner it printed; stops it with Ctrl-C, checks a clean exit."""
+    root = Path(__file__).resolve().parents[2]
+    ports = {"api": free_port(), "sandbox": free_port(), "moto": free_port()}
+    env = {**os.environ, "PYTHONPATH": f"{root / 'layers' / 'common'}:{root}"}
+    args = [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localrun", *args, *extra_args],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    banner: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            break
+        banner.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    text = "".join(banner)
+    # Keep reading the runtime's output so that its pipe never fills up and blocks it.
+    threading.Thread(target=lambda: sum(1 for _ in process.stdout), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        assert "running locally" in text, text
+        yield {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}, text
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            assert process.wait(timeout=20) == 0
+        finally:
+            process.kill()

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,8 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from localrun.runtime import free_port
-from tests.conftest import ROOT
+from tests.e2e.helpers import runtime_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -78,48 +74,9 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "con
 
 @pytest.fixture(scope="module")
 def system() -> Iterator[System]:
-    ports = {"api": free_port(), "sandbox": free_port(), "moto": free_port()}
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "localrun",
-            "--api-port",
-            str(ports["api"]),
-            "--sandbox-port",
-            str(ports["sandbox"]),
-            "--moto-port",
-            str(ports["moto"]),
-            "--visibility-timeout",
-            "1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    banner: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            break
-        banner.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
-    assert any("/admin/queues" in line for line in banner), "".join(banner)
-    # Keep reading the runtime's output so its pipe never fills up.
-    threading.Thread(target=lambda: sum(1 for _ in process.stdout), daemon=True).start()  # type: ignore[union-attr]
-    try:
-        yield System(f"http://127.0.0.1:{ports['api']}", f"http://127.0.0.1:{ports['sandbox']}")
-    finally:
-        process.send_signal(2)  # Ctrl-C
-        try:
-            process.wait(timeout=20)
-        finally:
-            process.kill()
+    with runtime_process("--visibility-timeout", "1") as (urls, banner):
+        assert "/admin/queues" in banner, banner
+        yield System(urls["api"], urls["sandbox"])
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,6 @@ starts it), driven over HTTP only: the API, the WhatsApp sandbox (messages, faul
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,8 +12,8 @@ import boto3
 import pytest
 
 from jastipin.ids import stable_id
-from localrun.runtime import free_port
-from tests.conftest import REGION, ROOT
+from tests.conftest import REGION
+from tests.e2e.helpers import runtime_process
 from tests.e2e.test_journey import Journey
 
 PYNAMODB_TIME = "%Y-%m-%dT%H:%M:%S.%f+0000"
@@ -64,35 +61,8 @@ class Runtime(Journey):
 
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[Runtime]:
-    ports = {"api": free_port(), "sandbox": free_port(), "moto": free_port()}
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "localrun"]
-        + [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    banner: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            break
-        banner.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
-    assert any("running locally" in line for line in banner), "".join(banner)
-    try:
-        yield Runtime(*(f"http://127.0.0.1:{ports[name]}" for name in ("api", "sandbox", "moto")))
-    finally:
-        process.send_signal(2)  # Ctrl-C
-        try:
-            assert process.wait(timeout=20) == 0
-        finally:
-            process.kill()
+    with runtime_process() as (urls, _banner):
+        yield Runtime(urls["api"], urls["sandbox"], urls["moto"])
 
 
 def ago(days: float) -> dict:

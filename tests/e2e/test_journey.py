@@ -3,9 +3,6 @@ then drive it only over HTTP — the API, the WhatsApp sandbox, and the moto ser
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -13,8 +10,8 @@ import boto3
 import httpx
 import pytest
 
-from localrun.runtime import free_port
-from tests.conftest import REGION, ROOT
+from tests.conftest import REGION
+from tests.e2e.helpers import runtime_process
 
 API_TOKEN = "local-api-token"
 
@@ -61,48 +58,8 @@ class Journey:
 
 @pytest.fixture(scope="module")
 def journey() -> Iterator[Journey]:
-    ports = {"api": free_port(), "sandbox": free_port(), "moto": free_port()}
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'common'}:{ROOT}"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "localrun",
-            "--api-port",
-            str(ports["api"]),
-            "--sandbox-port",
-            str(ports["sandbox"]),
-            "--moto-port",
-            str(ports["moto"]),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    banner: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            break
-        banner.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
-    assert any("running locally" in line for line in banner), "".join(banner)
-    try:
-        yield Journey(
-            f"http://127.0.0.1:{ports['api']}",
-            f"http://127.0.0.1:{ports['sandbox']}",
-            f"http://127.0.0.1:{ports['moto']}",
-        )
-    finally:
-        process.send_signal(2)  # Ctrl-C
-        try:
-            assert process.wait(timeout=20) == 0
-        finally:
-            process.kill()
+    with runtime_process() as (urls, _banner):
+        yield Journey(urls["api"], urls["sandbox"], urls["moto"])
 
 
 def test_newcomer_journey(journey: Journey):
