@@ -11,12 +11,14 @@ One process, moto (``mock_aws``) for AWS and the local WhatsApp sandbox for Meta
    the sender function's handler, a ``DeleteMessageBatch`` for what succeeded), including the fan-out, the
    chunk jobs and whatever the sender re-queues when an invocation runs out of time;
 3. three status webhooks per delivered message (sent, delivered, read), signed as Meta signs them, through the
-   webhook function's handler.
+   webhook function's handler, as the webhook function's URL delivers them (template output ``WebhookUrl``,
+   where Meta points: function URL requests carry no charge of their own, unlike HTTP API requests).
 
 Every AWS call (boto3 and PynamoDB both end in botocore's ``BaseClient._make_api_call``) is recorded and
 turned into billing units: SQS requests per 64 KB chunk, DynamoDB read and write request units from the item
 sizes and the template's indexes (an index is written when a written attribute is projected into it), Lambda
-requests and GB-seconds (the template's memory sizes), HTTP API requests. ``PRICES`` is the one price table.
+requests and GB-seconds (the template's memory sizes), HTTP API requests (the backend's call only).
+``PRICES`` is the one price table.
 
 Lambda duration is the handler's own time in this process, with each AWS call it waits for counted at a
 typical in-region latency (``AWS_LATENCY_MS``) instead of moto's time, plus, for the sender, the time it waits
@@ -66,6 +68,7 @@ LAMBDA_LOG_PLATFORM_BYTES = 300  # START, END and REPORT lines Lambda writes per
 # cent higher for most of these). Edit here and nowhere else.
 PRICES: dict[str, tuple[float, str]] = {
     "http_api_request": (1.00 / 1e6, "API Gateway HTTP API, per request (first 300 M/month; per 512 KB)"),
+    "function_url_request": (0.0, "Lambda function URL, per request: none (invocation and duration only)"),
     "lambda_request": (0.20 / 1e6, "Lambda, per invocation"),
     "lambda_gb_second": (0.0000166667, "Lambda x86_64, per GB-second"),
     "sqs_standard_request": (0.40 / 1e6, "SQS standard queue, per request (each 64 KB chunk of payload)"),
@@ -409,6 +412,7 @@ class Report:
     aws: dict[tuple[str, str, str], Usage]
     functions: dict[str, FunctionUse]
     http_api_requests: int
+    function_url_requests: int
     webhooks: int
 
     def lines(self) -> list[tuple[str, str, float, str]]:
@@ -417,10 +421,16 @@ class Report:
         out = [
             (
                 "HTTP API",
-                "requests (backend call + status webhooks)",
+                "requests (the backend's call)",
                 self.http_api_requests * s,
                 "http_api_request",
-            )
+            ),
+            (
+                "Lambda",
+                "function URL requests (Meta's status webhooks)",
+                self.function_url_requests * s,
+                "function_url_request",
+            ),
         ]
         for name, use in sorted(self.functions.items()):
             out.append(("Lambda", f"{name}: invocations", use.invocations * s, "lambda_request"))
@@ -448,9 +458,6 @@ class Report:
         log_bytes = sum(
             u.log_bytes + u.invocations * LAMBDA_LOG_PLATFORM_BYTES for u in self.functions.values()
         )
-        seconds = self.delivered * s / self.rate_limit  # the fan-out's length at the rate limit
-        webhooks_per_second = self.webhooks * s / seconds if seconds else 0.0
-        sampled = seconds * (min(1.0, webhooks_per_second) + 0.05 * max(0.0, webhooks_per_second - 1))
         return [
             (
                 "CloudWatch",
@@ -458,37 +465,37 @@ class Report:
                 log_bytes * s / 1e9,
                 "cloudwatch_logs_gb",
             ),
-            ("X-Ray", "webhook traces recorded (modelled sampling)", sampled, "xray_trace"),
+            ("X-Ray", "webhook traces recorded (modelled sampling)", self._xray_traces(), "xray_trace"),
         ]
 
+    def _xray_traces(self) -> float:
+        """Lambda's default sampling (1 request/s + 5 % of the rest) over the fan-out's length."""
+        seconds = self.delivered * self.scale / self.rate_limit  # the fan-out's length at the rate limit
+        webhooks_per_second = self.webhooks * self.scale / seconds if seconds else 0.0
+        return seconds * (min(1.0, webhooks_per_second) + 0.05 * max(0.0, webhooks_per_second - 1))
+
     def levers(self) -> list[tuple[str, float]]:
-        """Savings the counts point at, each with the change that would bring it."""
+        """What is left to cut, from the same counts; each gives something up (README, Cost)."""
         s = self.scale
-        webhook_writes: Counter[str] = Counter()
-        limiter_writes = 0.0
+        index_writes = webhook_dynamodb = 0.0
         for (function, _service, _op), usage in self.aws.items():
+            if function == "SenderFunction":
+                index_writes += sum(n for w, n in usage.write_units.items() if w.endswith("/by_trip_keys"))
             if function == "WebhookFunction":
-                webhook_writes.update(usage.write_units)
-            limiter_writes += sum(n for where, n in usage.write_units.items() if where == "RateLimitTable")
-        by_trip = sum(n for where, n in webhook_writes.items() if where.endswith("/by_trip"))
-        sender = self.functions["SenderFunction"]
-        sender_gb_s = sender.billed_ms / 1000 * sender.memory_mb / 1024
+                webhook_dynamodb += sum(usage.write_units.values()) * price("dynamodb_write_unit")
+                webhook_dynamodb += sum(usage.read_units.values()) * price("dynamodb_read_unit")
         return [
             (
-                "Meta's webhook on a Lambda function URL (signature checked in code) instead of the HTTP API",
-                self.webhooks * s * price("http_api_request"),
+                "log without the by_trip_keys index (ledger and admin outcomes need another path to a trip)",
+                index_writes * s * price("dynamodb_write_unit"),
             ),
             (
-                "log index by_trip without the status attributes (KEYS_ONLY): status updates stop writing it",
-                by_trip * s * price("dynamodb_write_unit"),
+                "'read' statuses not recorded (Meta still calls; the ledger would stop counting reads)",
+                webhook_dynamodb / 2 * s,  # delivered and read cost the same; sent costs nothing
             ),
             (
-                "sender at 256 MB instead of 512 MB (it mostly waits for the rate limit)",
-                sender_gb_s / 2 * s * price("lambda_gb_second"),
-            ),
-            (
-                "rate limiter reserving 1 s of slots per write instead of 0.2 s",
-                limiter_writes * 0.8 * s * price("dynamodb_write_unit"),
+                "webhook without X-Ray tracing (outside the issue's list; Meta's calls untraced)",
+                self._xray_traces() * price("xray_trace"),
             ),
         ]
 
@@ -602,7 +609,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
     import boto3
     from moto import mock_aws
 
-    from localrun.api import Route, build_event
+    from localrun.api import Route, build_event, build_function_url_event
     from localrun.runtime import LOCAL_SECRETS
     from localrun.sandbox import WhatsAppSandbox, sign
     from localrun.stack import LocalStack
@@ -707,7 +714,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
                 )  # type: ignore[arg-type]
                 response = invoke("EnqueueFunction", handlers["enqueue"], event)
                 assert response["statusCode"] == 202, response
-                http_api_requests = 1
+                http_api_requests = 1  # the backend's call goes through the HTTP API
 
                 # 2. the queue, drained as Lambda's event source mapping drains it (the template's BatchSize)
                 (source,) = [q for q in specs["SenderFunction"].sqs_sources if q["queue"].url == queue.url]
@@ -751,10 +758,10 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
                         raise RuntimeError(f"sender failed records: {sorted(failed)}")
                 meter.function = "setup"
 
-                # 3. Meta's status webhooks: sent, delivered, read per message
+                # 3. Meta's status webhooks (sent, delivered, read per message), through the function URL
                 delivered = sandbox.messages()
                 secret = LOCAL_SECRETS["WA_APP_SECRET"]
-                webhooks = 0
+                webhooks = function_url_requests = 0
                 for status in STATUSES_PER_MESSAGE:
                     for message in delivered:
                         raw = _status_payload(message, status, settings.wa_phone_number_id)
@@ -762,19 +769,13 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
                             "content-type": "application/json",
                             "x-hub-signature-256": sign(secret, raw),
                         }
-                        event = build_event(
-                            Route("POST", "/api/webhooks/whatsapp", None),
-                            "POST",
-                            "/api/webhooks/whatsapp",
-                            "",  # type: ignore[arg-type]
-                            headers,
-                            raw,
-                            {},
+                        event = build_function_url_event(
+                            "POST", "/api/webhooks/whatsapp", "", headers, raw, region=REGION
                         )
                         response = invoke("WebhookFunction", handlers["webhook"], event)
                         assert response["statusCode"] == 200, response
                         webhooks += 1
-                        http_api_requests += 1
+                        function_url_requests += 1
         finally:
             sys.stdout = real_stdout
             os.environ.clear()
@@ -796,6 +797,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
         aws=dict(meter.usage),
         functions=functions,
         http_api_requests=http_api_requests,
+        function_url_requests=function_url_requests,
         webhooks=webhooks,
     )
 
@@ -838,7 +840,7 @@ def render(report: Report, scale_to: int) -> str:
         out.append(f"  {group:<10} {what_:<58} {quantity:>14,.3f} {_usd(quantity * price(key)):>9}")
     out.append(f"  {'':<10} {'total with these':<58} {'':>14} {_usd(total + report.total(extra)):>9}")
     out.append("")
-    out.append("  levers (from the counts above; not applied):")
+    out.append("  levers left (from the counts above; not applied, each gives something up):")
     for what_, saving in report.levers():
         out.append(f"    -{_usd(saving)}  {what_}")
     out.append("")

@@ -170,6 +170,33 @@ def build_event(
     return event
 
 
+def build_function_url_event(
+    method: str,
+    path: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    url_id: str = "localfunctionurl",
+    region: str = "ap-southeast-3",
+) -> dict[str, Any]:
+    """The event a Lambda function URL sends (Meta's webhook in production, template.yaml ``WebhookUrl``):
+    payload format 2.0 like the HTTP API's, but with route key ``$default``, the URL's own domain and no path
+    parameters; the function routes on ``rawPath``. Locally the webhook is served on the HTTP API's route;
+    tests and the cost report use this to invoke the handler exactly as the function URL does."""
+    event = build_event(Route(method, path, None), method, path, query, headers, body, {})  # type: ignore[arg-type]
+    event["routeKey"] = "$default"
+    context = event["requestContext"]
+    context.update(
+        routeKey="$default",
+        apiId=url_id,
+        domainPrefix=url_id,
+        domainName=f"{url_id}.lambda-url.{region}.on.aws",
+        authentication=None,
+    )
+    return event
+
+
 def parse_result(result: Any) -> tuple[int, dict[str, str], bytes]:
     """Payload format 2.0: a dict with statusCode is a full response; anything else is a 200 JSON body."""
     if isinstance(result, dict) and "statusCode" in result:

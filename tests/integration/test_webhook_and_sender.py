@@ -113,6 +113,23 @@ def test_sample_event_signature_verifies(ctx):
     assert response["statusCode"] == 200
 
 
+def test_the_function_url_events_meta_sends_are_handled_like_the_http_apis(ctx):
+    """Meta's callback URL is the webhook's function URL (template output WebhookUrl): route key ``$default``,
+    the URL's own domain, the same payload format 2.0; the handler routes on the path."""
+    verify = ctx.webhook.handler(load_event("webhook_url_verify.json"), FakeContext())
+    assert verify["statusCode"] == 200 and verify["body"] == "1158201444"
+    create_trip(ctx)
+    message = load_event("webhook_url_message.json")
+    response = ctx.webhook.handler(message, FakeContext())
+    assert response["statusCode"] == 200 and json.loads(response["body"])["status"] == "ok"
+    unsigned = copy.deepcopy(message)
+    del unsigned["headers"]["x-hub-signature-256"]
+    assert ctx.webhook.handler(unsigned, FakeContext())["statusCode"] == 401
+    elsewhere = copy.deepcopy(message)  # a function URL takes any path: only Meta's is served
+    elsewhere["rawPath"] = elsewhere["requestContext"]["http"]["path"] = "/"
+    assert ctx.webhook.handler(elsewhere, FakeContext())["statusCode"] == 404
+
+
 def test_signature_missing_401_wrong_403_nothing_processed(ctx):
     create_trip(ctx)
     assert post_webhook(ctx, inbound("JOIN jpn25", "wamid.a"), signature=None)[0] == 401

@@ -20,7 +20,9 @@ N = 12
 def test_cost_report_counts_every_call_of_a_broadcast():
     report = cost_report.run(recipients=N, scale_to=N)
     assert report.delivered == N and report.webhooks == 3 * N
-    assert report.http_api_requests == 3 * N + 1
+    # Meta's webhooks come through the webhook's function URL (no request charge); the backend's call alone
+    # through the HTTP API.
+    assert report.http_api_requests == 1 and report.function_url_requests == 3 * N
     assert report.functions["WebhookFunction"].invocations == 3 * N
     assert report.functions["EnqueueFunction"].invocations == 1
     calls = {(fn, op): usage for (fn, _service, op), usage in report.aws.items()}
@@ -30,10 +32,19 @@ def test_cost_report_counts_every_call_of_a_broadcast():
     writes = calls[("WebhookFunction", "UpdateItem")].write_units
     assert writes["NotificationsLogTable"] == 2 * N
     assert writes["NotificationsLogTable/by_provider_msg_id"] == 0  # keys only: not written by status updates
+    assert writes["NotificationsLogTable/by_trip_keys"] == 0  # likewise
     log_writes = calls[("SenderFunction", "BatchWriteItem")].write_units
     assert log_writes["NotificationsLogTable"] == N  # one small item per recipient
-    # The sender waited for the rate limit: at least N / rate seconds of 512 MB.
+    # The sender waited for the rate limit: at least N / rate seconds of 256 MB.
     assert report.functions["SenderFunction"].billed_ms >= N / report.rate_limit * 1000
+    assert report.functions["SenderFunction"].memory_mb == 256
+    # The rate limiter reserves a second of slots per write: about one write per rate-limit's worth of sends.
+    limiter_writes = sum(
+        usage.calls
+        for (fn, _s, op), usage in report.aws.items()
+        if fn == "SenderFunction" and op == "UpdateItem"
+    )
+    assert limiter_writes <= N / report.rate_limit + 3
     text = cost_report.render(report, N)
     assert "TOTAL" in text and "levers" in text
     assert 0 < report.total(report.lines()) < 0.01

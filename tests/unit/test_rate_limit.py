@@ -38,7 +38,8 @@ def max_in_any_window(times: list[float], width: float = 1.0) -> int:
 
 def test_slots_are_spaced_so_no_sliding_second_exceeds_the_limit(table):
     clock = SimClock()
-    a, b = limiter(table, clock, 10), limiter(table, clock, 10)
+    # Blocks of 2 slots (0.2 s at 10/s): the two instances below take turns 2 sends at a time.
+    a, b = limiter(table, clock, 10, block_seconds=0.2), limiter(table, clock, 10, block_seconds=0.2)
     sends = []
     for turn in range(30):  # two "instances" taking turns, each using the block (2 slots) it reserved
         for _ in range(2):
@@ -51,13 +52,32 @@ def test_slots_are_spaced_so_no_sliding_second_exceeds_the_limit(table):
 
 def test_a_stale_slot_is_dropped_not_used_late(table):
     clock = SimClock()
-    a, b = limiter(table, clock, 10), limiter(table, clock, 10)
+    a, b = limiter(table, clock, 10, block_seconds=0.2), limiter(table, clock, 10, block_seconds=0.2)
     sends = []
     for n in range(60):  # interleaved one by one: reserved slots go stale while the other instance sends
         (a if n % 3 else b).acquire()
         sends.append(clock())
     assert max_in_any_window(sends) <= 10
     assert len(set(sends)) == len(sends)
+
+
+def test_default_block_is_one_second_of_slots_and_senders_use_it_whole(table):
+    """The default reserves 1 s of slots per DynamoDB write (10 at 10/s): a sender announces its sends
+    (``expect``) and uses every slot it reserved, so two busy senders still fill the limit exactly."""
+    clock = SimClock()
+    a, b = limiter(table, clock, 10), limiter(table, clock, 10)
+    sends = []
+    for turn in range(6):  # two chunks of 30 recipients, each sender using whole blocks in turn
+        sender = a if turn % 2 else b
+        sender.expect(10)
+        for _ in range(10):
+            sender.acquire()
+            sends.append(clock())
+    assert max_in_any_window(sends) == 10
+    assert len(set(sends)) == len(sends)
+    rate = (len(sends) - 1) / (sends[-1] - sends[0])
+    assert 9.5 <= rate <= 10.0
+    assert a.calls + b.calls <= len(sends) / 10 + 2  # one write per 10 sends (plus a wrong first guess)
 
 
 def test_instances_never_share_a_slot(table):
@@ -81,7 +101,7 @@ def test_deadline_refuses_a_late_slot_and_keeps_it(table):
 def test_release_gives_unused_slots_back(table):
     clock = SimClock()
     a, b = limiter(table, clock, 50), limiter(table, clock, 50)
-    a.acquire()  # reserves a block of 10, uses 1
+    a.acquire()  # reserves a block (1 s: 50 slots), uses 1
     used_by_a = clock()
     a.release()
     b.acquire()

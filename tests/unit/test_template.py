@@ -30,6 +30,8 @@ EXPECTED_ROUTES = {
     "GET /api/trips/{tripId}/broadcasts/estimate": "EnqueueFunction",
     "POST /api/trips/{tripId}/proofs": "EnqueueFunction",
     "GET /api/trips/{tripId}/ledger": "EnqueueFunction",
+    # Kept for Meta apps still pointed at the HTTP API (and served locally); Meta's callback is the webhook's
+    # function URL (output WebhookUrl), see test_meta_calls_the_webhook_through_its_function_url.
     "GET /api/webhooks/whatsapp": "WebhookFunction",
     "POST /api/webhooks/whatsapp": "WebhookFunction",
     "GET /admin/queues": "AdminFunction",
@@ -232,11 +234,33 @@ def test_tables_are_on_demand_and_encrypted(resources: dict[str, Any]) -> None:
 def test_log_table_indexes(resources: dict[str, Any]) -> None:
     gsis = resources["NotificationsLogTable"]["Properties"]["GlobalSecondaryIndexes"]
     indexes = {gsi["IndexName"]: gsi for gsi in gsis}
-    assert set(indexes) == {"by_provider_msg_id", "by_trip"}
+    assert set(indexes) == {"by_provider_msg_id", "by_trip_keys"}
     by_wamid = indexes["by_provider_msg_id"]
     assert by_wamid["KeySchema"] == [{"AttributeName": "provider_msg_id", "KeyType": "HASH"}]
-    # Status callbacks read only the key; projecting status would double the write cost of each callback.
-    assert by_wamid["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    by_trip = indexes["by_trip_keys"]
+    assert by_trip["KeySchema"] == [
+        {"AttributeName": "trip_id", "KeyType": "HASH"},
+        {"AttributeName": "created_at", "KeyType": "RANGE"},
+    ]
+    # Status callbacks read only the key, and the trip's readers fetch entries from the table: projecting
+    # status into either index would double the write cost of each delivered/read callback.
+    for index in (by_wamid, by_trip):
+        assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}, index["IndexName"]
+
+
+def test_log_indexes_match_the_pynamodb_model(resources: dict[str, Any]) -> None:
+    from pynamodb.indexes import GlobalSecondaryIndex
+
+    from jastipin.tables import NotificationLog
+
+    gsis = resources["NotificationsLogTable"]["Properties"]["GlobalSecondaryIndexes"]
+    in_template = {g["IndexName"]: g["Projection"]["ProjectionType"] for g in gsis}
+    in_model = {
+        index.Meta.index_name: index.Meta.projection.projection_type
+        for index in vars(NotificationLog).values()
+        if isinstance(index, GlobalSecondaryIndex)
+    }
+    assert in_model == in_template
 
 
 # ---------------------------------------------------------------- functions, IAM, env
@@ -289,6 +313,52 @@ def test_every_route_exists_with_the_right_function(resources: dict[str, Any]) -
         assert props["ApiId"] == {"Ref": "HttpApi"}, f"{fn_name}.{ev_name}"
 
 
+def test_meta_calls_the_webhook_through_its_function_url(template: dict[str, Any]) -> None:
+    """Function URL requests have no charge of their own (README, Cost): Meta's callback URL is the webhook
+    function's URL, public because Meta signs every POST (checked in code) and GET is the token handshake."""
+    functions = of_type(template["Resources"], "AWS::Serverless::Function")
+    with_url = {name for name, fn in functions.items() if "FunctionUrlConfig" in fn["Properties"]}
+    assert with_url == {"WebhookFunction"}
+    assert functions["WebhookFunction"]["Properties"]["FunctionUrlConfig"] == {"AuthType": "NONE"}
+    assert template["Outputs"]["WebhookUrl"]["Value"] == {
+        "Fn::Sub": "${WebhookFunctionUrl.FunctionUrl}api/webhooks/whatsapp"
+    }
+
+
+def test_sam_makes_the_function_url_public_and_invokable(template: dict[str, Any]) -> None:
+    """SAM's transform (offline) creates the URL and both resource-policy statements that a public function
+    URL needs since October 2025: lambda:InvokeFunctionUrl, and lambda:InvokeFunction via the URL only."""
+    import copy
+
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    document = copy.deepcopy(template)
+    for resource in document["Resources"].values():
+        for key in ("CodeUri", "ContentUri"):
+            if key in (resource.get("Properties") or {}):
+                resource["Properties"][key] = "s3://bucket/key"  # sam build's job; irrelevant here
+    resources = transform(document, {}, NoManagedPolicies())["Resources"]
+    url = resources["WebhookFunctionUrl"]
+    assert url["Type"] == "AWS::Lambda::Url"
+    assert url["Properties"] == {"TargetFunctionArn": {"Ref": "WebhookFunction"}, "AuthType": "NONE"}
+    grants = {
+        (
+            r["Properties"]["Action"],
+            r["Properties"].get("FunctionUrlAuthType"),
+            r["Properties"].get("InvokedViaFunctionUrl"),
+        )
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Permission"
+        and r["Properties"]["FunctionName"] == {"Ref": "WebhookFunction"}
+        and r["Properties"]["Principal"] == "*"
+    }
+    assert grants == {("lambda:InvokeFunctionUrl", "NONE", None), ("lambda:InvokeFunction", None, True)}
+
+
 def test_globals_env_vars_are_exact_and_locally_resolvable(template: dict[str, Any]) -> None:
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert set(env) == EXPECTED_ENV
@@ -329,9 +399,16 @@ def test_every_dlq_has_an_alarm_and_every_alarm_notifies_the_topic(resources: di
 # ---------------------------------------------------------------- sample events
 
 
+FUNCTION_URL_EVENTS = {"webhook_url_verify.json": "GET", "webhook_url_message.json": "POST"}
+
+
 def test_there_is_an_event_for_every_route_and_queue(resources: dict[str, Any]) -> None:
-    api_routes = {load_event(f).get("routeKey") for f in all_event_files()} - {None}
+    api_routes = {load_event(f).get("routeKey") for f in all_event_files()} - {None, "$default"}
     assert api_routes == set(template_routes(resources))
+    url_events = {f for f in all_event_files() if load_event(f).get("routeKey") == "$default"}
+    assert url_events == set(
+        FUNCTION_URL_EVENTS
+    )  # Meta's two calls, as the webhook's function URL sends them
     readme = (EVENTS / "README.md").read_text(encoding="utf-8")
     for name in all_event_files():
         assert f"events/{name}" in readme, f"{name} missing from events/README.md"
@@ -357,8 +434,15 @@ def test_event_parses_and_matches_the_template(resources: dict[str, Any], name: 
             assert job["tripId"] and job["participants"] and job["kind"]
         return
     assert event["version"] == "2.0"
-    assert event["routeKey"] in template_routes(resources)
-    method, route_path = event["routeKey"].split(" ", 1)
+    if event["routeKey"] == "$default":  # a function URL's event: same format, no route, the URL's own domain
+        assert "FunctionUrlConfig" in resources["WebhookFunction"]["Properties"]
+        assert event["requestContext"]["routeKey"] == "$default" and "pathParameters" not in event
+        assert event["requestContext"]["domainName"] == event["headers"]["host"]
+        assert event["headers"]["host"].endswith(".lambda-url.ap-southeast-3.on.aws")
+        method, route_path = FUNCTION_URL_EVENTS[name], "/api/webhooks/whatsapp"
+    else:
+        assert event["routeKey"] in template_routes(resources)
+        method, route_path = event["routeKey"].split(" ", 1)
     assert event["requestContext"]["http"]["method"] == method
     assert event["requestContext"]["http"]["path"] == event["rawPath"]
     expected_path = route_path
@@ -369,14 +453,15 @@ def test_event_parses_and_matches_the_template(resources: dict[str, Any], name: 
     if "body" in event:
         json.loads(event["body"])
         assert event["headers"]["content-type"] == "application/json"
-    if template_routes(resources)[event["routeKey"]] == "EnqueueFunction":
+    if template_routes(resources).get(event["routeKey"]) == "EnqueueFunction":
         assert event["headers"]["authorization"] == "Bearer local-api-token"
     if event["routeKey"].startswith(("GET /admin/api/", "POST /admin/api/")):
         assert event["headers"]["authorization"] == "Bearer local-admin-token"
 
 
-def test_webhook_event_signature_verifies() -> None:
-    event = load_event("webhook_message.json")
+@pytest.mark.parametrize("name", ["webhook_message.json", "webhook_url_message.json"])
+def test_webhook_event_signature_verifies(name: str) -> None:
+    event = load_event(name)
     expected = "sha256=" + hmac.new(WEBHOOK_APP_SECRET, event["body"].encode(), hashlib.sha256).hexdigest()
     assert hmac.compare_digest(event["headers"]["x-hub-signature-256"], expected)
     message = json.loads(event["body"])["entry"][0]["changes"][0]["value"]["messages"][0]

@@ -439,38 +439,40 @@ def recent_outcomes(
     status: str | None = None,
     time_left: TimeLeft = unlimited,
 ) -> TripOutcomes:
-    """The trip's newest log entries (``by_trip`` index, newest first), optionally of one status only."""
-    from jastipin.tables import LogStatus, NotificationLog
+    """The trip's newest log entries, optionally of one status only (``tables.trip_log``, newest first).
+
+    Without a status the newest ``limit`` keys are fetched by BatchGetItem; with one, the walk may cover the
+    trip's whole log (few entries fail), so a broadcast's entries are read by Query on the job instead."""
+    from jastipin.tables import LogStatus, trip_log
 
     trip_id = normalise_trip_id(trip_id)
     if status is not None and status not in {s.value for s in LogStatus}:
         known = ", ".join(s.value for s in LogStatus)
         raise Unprocessable(f"status: one of {known}", field="status")
     limit = max(1, min(limit, MAX_OUTCOMES))
-    query = NotificationLog.by_trip.query(
-        trip_id,
-        scan_index_forward=False,
-        filter_condition=(NotificationLog.status == status) if status else None,
-        page_size=100,
-    )
+    if status is None:
+        entries = trip_log(trip_id, newest_first=True, page_size=limit, whole_jobs=False)
+    else:
+        entries = trip_log(trip_id, newest_first=True)
     outcomes: list[OutcomeView] = []
     truncated = False
-    for entry in query:
-        outcomes.append(
-            OutcomeView(
-                job_id=entry.job_id,
-                participant_id=entry.participant_id,
-                message_type=entry.message_type,
-                status=entry.status,
-                reason=entry.reason,
-                error_code=int(entry.error_code) if entry.error_code is not None else None,
-                attempts=int(entry.attempts or 0),
-                created_at=entry.created_at,
-                updated_at=entry.updated_at,
+    for entry in entries:
+        if status is None or entry.status == status:
+            outcomes.append(
+                OutcomeView(
+                    job_id=entry.job_id,
+                    participant_id=entry.participant_id,
+                    message_type=entry.message_type,
+                    status=entry.status,
+                    reason=entry.reason,
+                    error_code=int(entry.error_code) if entry.error_code is not None else None,
+                    attempts=int(entry.attempts or 0),
+                    created_at=entry.created_at,
+                    updated_at=entry.updated_at,
+                )
             )
-        )
-        if len(outcomes) >= limit:
-            break
+            if len(outcomes) >= limit:
+                break
         if time_left() <= STOP_BEFORE_SECONDS:
             truncated = True
             break

@@ -1,7 +1,10 @@
 """The per-trip ledger: what was estimated, what was sent, and what Meta reported as billed.
 
 - Estimated: the broadcast records (``Broadcast``, kept for good).
-- Sent and billed: the notifications log, read through its ``by_trip`` index (one Query, paged; no Scan).
+- Sent and billed: the notifications log, the trip's entries listed by its keys-only ``by_trip_keys`` index
+  and read from the table (``tables.trip_log``: a broadcast's chunks by Query on the job, the odd reply by
+  BatchGetItem; no Scan). Counting per status at write time was not chosen: it would put back one write per
+  delivered/read status, the very write the keys-only index removed.
   Each entry's status counts (sent / delivered / read / failed / skipped); an entry Meta marked
   ``pricing.billable`` counts as billed in its ``pricing.category``, priced with the configured rates.
 - The log expires (``LOG_TTL_DAYS``, 3 days). So each ledger read copies what the log says about a broadcast
@@ -20,7 +23,7 @@ from pynamodb.exceptions import UpdateError
 
 from jastipin import broadcasts
 from jastipin.settings import Settings
-from jastipin.tables import Broadcast, LogStatus, NotificationLog, utcnow
+from jastipin.tables import Broadcast, LogStatus, NotificationLog, trip_log, utcnow
 from jastipin.templates import rate_rupiah, rates
 from jastipin.trips import get_trip
 
@@ -56,7 +59,7 @@ class Tally:
 
 def log_tallies(trip_id: str) -> dict[str, Tally]:
     tallies: dict[str, Tally] = {}
-    for entry in NotificationLog.by_trip.query(trip_id, page_size=500):
+    for entry in trip_log(trip_id):
         tallies.setdefault(entry.job_id, Tally()).add(entry)
     return tallies
 

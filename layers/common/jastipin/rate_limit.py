@@ -39,7 +39,7 @@ class GlobalRateLimiter:
         key: str,
         rate_per_second: float,
         *,
-        block_seconds: float = 0.2,
+        block_seconds: float = 1.0,
         max_block: int = 50,
         margin: float = 0.04,
         clock: Callable[[], float] = time.time,
