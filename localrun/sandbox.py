@@ -708,6 +708,9 @@ class WhatsAppSandbox:
         route = (method, parts.path.rstrip("/"))
         if route == ("GET", "/_sandbox/health"):
             return 200, {"ok": True}, {}
+        if route == ("GET", "/_sandbox/stats"):
+            with self._lock:
+                return 200, {"messages": len(self._messages), "requests": self._requests}, {}
         if route == ("GET", "/_sandbox/messages"):
             return 200, {"messages": self.messages(query.get("to", [None])[0])}, {}
         if route == ("DELETE", "/_sandbox/messages"):

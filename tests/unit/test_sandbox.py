@@ -192,6 +192,14 @@ def test_concurrent_sends_are_all_recorded(sandbox: WhatsAppSandbox, client: htt
     assert sandbox.requests_count() == 32
 
 
+def test_stats_count_accepted_messages_and_all_requests(
+    sandbox: WhatsAppSandbox, client: httpx.Client
+) -> None:
+    post_message(client, text_body())
+    post_message(client, {"messaging_product": "whatsapp", "to": "6281234567890", "type": "text"})  # invalid
+    assert client.get("/_sandbox/stats").json() == {"messages": 1, "requests": 2}
+
+
 def test_messages_returns_copies(sandbox: WhatsAppSandbox, client: httpx.Client) -> None:
     post_message(client, text_body())
     sandbox.messages()[0]["body"]["text"]["body"] = "changed"
