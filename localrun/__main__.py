@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     runtime = LocalRuntime(config)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored)
+        signal.signal(signum, lambda *_: stop.set())
     try:
         runtime.start()
         print(banner(runtime), flush=True)
