@@ -80,8 +80,10 @@ def inbound(n: int, seq: int, text: str) -> dict:
     )
 
 
-def status(wamid: str, to: str, state: str) -> dict:
+def status(wamid: str, to: str, state: str, callback_data: str | None) -> dict:
     entry = {"id": wamid, "status": state, "timestamp": str(int(time.time())), "recipient_id": to}
+    if callback_data:  # Meta echoes the message's biz_opaque_callback_data in its statuses
+        entry["biz_opaque_callback_data"] = callback_data
     if state != "read":
         entry["pricing"] = {
             "billable": False,
@@ -95,7 +97,11 @@ def status(wamid: str, to: str, state: str) -> dict:
 def build_requests(count: int, outbound: list[dict], participants: int, slug: str) -> list[bytes]:
     rng = random.Random(7)
     bodies: list[bytes] = []
-    statuses = [(m["id"], m["to"], s) for m in outbound for s in ("sent", "delivered", "read")]
+    statuses = [
+        (m["id"], m["to"], s, m["body"].get("biz_opaque_callback_data"))
+        for m in outbound
+        for s in ("sent", "delivered", "read")
+    ]
     rng.shuffle(statuses)  # out of order, as Meta delivers them
     commands = ["INFO", "halo kak, masih bisa titip?", f"JOIN {slug}", "info " + slug]
     for i in range(count):

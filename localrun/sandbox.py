@@ -353,6 +353,8 @@ def _validate_message(body: Any) -> tuple[str, str, str]:
     message_type = body.get("type", "text")
     if not isinstance(message_type, str) or message_type not in MESSAGE_TYPES:
         raise _invalid("type", f"must be one of {', '.join(MESSAGE_TYPES)}")
+    if "biz_opaque_callback_data" in body:
+        _optional_str(body, "biz_opaque_callback_data", "biz_opaque_callback_data", max_len=512)
     if "context" in body:
         context = _require_object(body, "context", "context")
         _require_str(context, "message_id", "context['message_id']")
@@ -562,6 +564,7 @@ class WhatsAppSandbox:
         self._faults: list[dict[str, Any]] = []
         self._issued_ids: set[str] = set()
         self._message_types: dict[str, str] = {}
+        self._callback_data: dict[str, str] = {}  # wamid → biz_opaque_callback_data, echoed in its statuses
         self._conversations: dict[str, str] = {}
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -646,6 +649,7 @@ class WhatsAppSandbox:
             self._requests = 0
             self._faults.clear()
             self._message_types.clear()
+            self._callback_data.clear()
 
     def add_fault(self, fault: dict[str, Any]) -> None:
         """Add a fault (see the module docs); raises ValueError for a malformed one."""
@@ -833,6 +837,8 @@ class WhatsAppSandbox:
         with self._lock:
             self._messages.append(record)
             self._message_types[wamid] = message_type
+            if isinstance(body.get("biz_opaque_callback_data"), str):
+                self._callback_data[wamid] = body["biz_opaque_callback_data"]
         return copy.deepcopy(record), given, fault
 
     # ---- webhooks ---------------------------------------------------------------------------------
@@ -945,6 +951,10 @@ class WhatsAppSandbox:
             "timestamp": str(now),
             "recipient_id": recipient,
         }
+        with self._lock:
+            callback_data = self._callback_data.get(wamid)
+        if callback_data is not None:
+            entry["biz_opaque_callback_data"] = callback_data
         if status == "failed":
             code = error_code if error_code is not None else 131000
             title = _error_title(code)

@@ -94,6 +94,8 @@ def test_estimate_broadcast_once_and_the_ledger(joined):
     assert all(r == {"batchItemFailures": []} for r in responses)
     sent = ctx.sandbox.messages()
     assert sorted(m["to"] for m in sent) == sorted(PHONES[:2])
+    for m in sent:  # the log key, echoed by Meta in the statuses
+        assert m["body"].pop("biz_opaque_callback_data").split("|")[1].startswith("p_")
     assert {json.dumps(m["body"], sort_keys=True) for m in sent} == {
         json.dumps(
             {

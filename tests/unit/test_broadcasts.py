@@ -366,7 +366,9 @@ def test_broadcast_sends_the_template_to_its_audience_once(settings, mixed_audie
     sender.send_chunk(chunk, Deadline(None))
     sender.send_chunk(chunk, Deadline(None))  # SQS redelivers: nobody gets it twice
     assert sorted(graph.sent_to()) == sorted(phone(n).lstrip("+") for n in mixed_audience["marketing"])
-    assert graph.requests[0]["json"] == {
+    first = dict(graph.requests[0]["json"])
+    assert first.pop("biz_opaque_callback_data") == f"{result['job_id']}|{stable_id('p', '+' + first['to'])}"
+    assert first == {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": graph.requests[0]["json"]["to"],
@@ -453,6 +455,7 @@ def test_proof_in_the_owner_window_is_an_image_with_caption(settings, mixed_audi
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": OWNER.lstrip("+"),
+            "biz_opaque_callback_data": f"{job.job_id}|{stable_id('p', OWNER)}",
             "type": "image",
             "image": {
                 "link": "https://img.test/p.jpg",

@@ -69,10 +69,13 @@ def test_sends_text_and_logs_one_sent_entry_per_recipient(sender, graph):
     recipients = seed(3)
     result = sender.send_chunk(product_job(recipients), Deadline(None))
     assert sorted(graph.sent_to()) == sorted(r.phone.lstrip("+") for r in recipients)
+    first_to = graph.requests[0]["json"]["to"]
+    first_id = next(r.id for r in recipients if r.phone == "+" + first_to)
     assert graph.requests[0]["json"] == {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": graph.requests[0]["json"]["to"],
+        "to": first_to,
+        "biz_opaque_callback_data": f"job_1|{first_id}",  # the log key: statuses update the entry by it
         "type": "text",
         "text": {"body": "Ada produk baru: A - Rp1.000", "preview_url": False},
     }

@@ -205,3 +205,16 @@ def test_payload_ignores_unknown_fields():
         }
     )
     assert payload.entry[0].changes[0].value.messages == []
+
+
+def test_status_with_our_log_key_updates_by_key_and_checks_the_wamid(settings):
+    _log()
+    keyed = {"id": "wamid.out1", "status": "delivered", "biz_opaque_callback_data": "job_1|p_1"}
+    assert apply_status(StatusUpdate.model_validate(keyed))
+    assert NotificationLog.get("job_1", "p_1").status == "delivered"
+    forged = {"id": "wamid.other", "status": "read", "biz_opaque_callback_data": "job_1|p_1"}
+    assert not apply_status(StatusUpdate.model_validate(forged))  # the key must belong to that wamid
+    unknown = {"id": "wamid.out1", "status": "read", "biz_opaque_callback_data": "job_9|p_9"}
+    assert not apply_status(StatusUpdate.model_validate(unknown))  # never creates an entry
+    assert NotificationLog.get("job_1", "p_1").status == "delivered"
+    assert NotificationLog.count("job_9") == 0

@@ -192,6 +192,20 @@ def test_concurrent_sends_are_all_recorded(sandbox: WhatsAppSandbox, client: htt
     assert sandbox.requests_count() == 32
 
 
+def test_callback_data_is_echoed_in_statuses(sandbox: WhatsAppSandbox, client: httpx.Client) -> None:
+    sent = post_message(client, text_body(biz_opaque_callback_data="job_1|p_1")).json()["messages"][0]["id"]
+    plain = post_message(client, text_body()).json()["messages"][0]["id"]
+
+    def status_of(wamid: str) -> dict[str, Any]:
+        payload = sandbox._status_payload(wamid, "delivered", TO, None)
+        return payload["entry"][0]["changes"][0]["value"]["statuses"][0]
+
+    assert status_of(sent)["biz_opaque_callback_data"] == "job_1|p_1"
+    assert "biz_opaque_callback_data" not in status_of(plain)
+    too_long = post_message(client, text_body(biz_opaque_callback_data="x" * 513))
+    assert_graph_error(too_long, 400, 100)
+
+
 def test_stats_count_accepted_messages_and_all_requests(
     sandbox: WhatsAppSandbox, client: httpx.Client
 ) -> None:

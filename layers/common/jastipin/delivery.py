@@ -32,6 +32,7 @@ from jastipin.tables import (
     Participant,
     ParticipantStatus,
     log_expiry,
+    log_key,
     utcnow,
 )
 from jastipin.whatsapp import (
@@ -292,12 +293,13 @@ class Sender:
 
     def _deliver(self, job: Job, r: Recipient, window_open: bool) -> str:
         to = Address(phone=r.phone, user_id=r.user_id)
+        key = log_key(job.job_id, r.id)  # comes back in the statuses: they update the entry by key
         if job.kind is JobKind.PROOF and (window_open or job.template_ref is None):
             return self.whatsapp.send_image(
-                to, link=job.image_url, media_id=job.media_id, caption=job.caption
+                to, link=job.image_url, media_id=job.media_id, caption=job.caption, callback_data=key
             )
         if job.message is not None and (window_open or job.template_ref is None):
-            return self.whatsapp.send_text(to, job.message)
+            return self.whatsapp.send_text(to, job.message, callback_data=key)
         if job.template_ref is None:
             raise WindowClosed("no template for a closed window", code=131047)
         ref = job.template_ref
@@ -308,6 +310,7 @@ class Sender:
             ref.parameters,
             header_image_url=ref.header_image_url,
             header_image_id=ref.header_image_id,
+            callback_data=key,
         )
 
     def _failure(self, r: Recipient, attempt: int, exc: WhatsAppError) -> Outcome:

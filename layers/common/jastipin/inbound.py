@@ -24,6 +24,7 @@ from jastipin.tables import (
     Participant,
     ParticipantStatus,
     Trip,
+    parse_log_key,
     utcnow,
 )
 from jastipin.trips import latest_products
@@ -213,7 +214,10 @@ class CommandHandler:
 
 
 def apply_status(status: StatusUpdate) -> bool:
-    """Move a log entry forward (never backwards) by wamid; returns False when nothing changed."""
+    """Move a log entry forward (never backwards); returns False when nothing changed.
+
+    The entry is found by the key the sender passed as ``biz_opaque_callback_data`` (one conditional
+    UpdateItem, which also checks the wamid), or else through the wamid index (a Query first)."""
     try:
         new = LogStatus(status.status)
     except ValueError:
@@ -222,11 +226,13 @@ def apply_status(status: StatusUpdate) -> bool:
         # Only the sender gives an entry its wamid, and it logs "sent" with it: nothing can move. Skipping the
         # lookup and the (failing) conditional write saves both on every message (README, Cost).
         return False
-    matches = list(NotificationLog.by_provider_msg_id.query(status.id, limit=1))
-    if not matches:
-        logger.info("status for unknown message", extra={"status": new.value})
-        return False
-    entry = matches[0]
+    key = parse_log_key(status.biz_opaque_callback_data)
+    if key is None:
+        matches = list(NotificationLog.by_provider_msg_id.query(status.id, limit=1))
+        if not matches:
+            logger.info("status for unknown message", extra={"status": new.value})
+            return False
+        key = (matches[0].job_id, matches[0].participant_id)
     lower = [s.value for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[new]]
     if new is LogStatus.FAILED:
         lower = [LogStatus.QUEUED.value, LogStatus.SENT.value, LogStatus.DELIVERED.value]
@@ -240,11 +246,13 @@ def apply_status(status: StatusUpdate) -> bool:
         if status.pricing.billable is not None:
             actions.append(NotificationLog.billable.set(status.pricing.billable))
     try:
-        NotificationLog(entry.job_id, entry.participant_id).update(
-            actions=actions, condition=NotificationLog.status.is_in(*lower)
+        NotificationLog(*key).update(
+            actions=actions,
+            condition=NotificationLog.status.is_in(*lower) & (NotificationLog.provider_msg_id == status.id),
         )
     except UpdateError:
-        return False  # duplicate or out-of-order: the entry is already at or past this status
+        # Duplicate or out of order (the entry is at or past this status), or not logged (yet).
+        return False
     return True
 
 

@@ -289,5 +289,20 @@ def bind_tables(settings: Settings) -> None:
         model._connection = None
 
 
+LOG_KEY_SEPARATOR = "|"
+
+
+def log_key(job_id: str, participant_id: str) -> str:
+    """A log entry's key as one string: sent with each message as ``biz_opaque_callback_data``."""
+    return f"{job_id}{LOG_KEY_SEPARATOR}{participant_id}"
+
+
+def parse_log_key(value: str | None) -> tuple[str, str] | None:
+    job_id, separator, participant_id = (value or "").partition(LOG_KEY_SEPARATOR)
+    if not separator or not job_id or not participant_id or len(value or "") > 200:
+        return None
+    return job_id, participant_id
+
+
 def log_expiry(settings: Settings, now: datetime | None = None) -> datetime:
     return (now or utcnow()) + timedelta(days=settings.log_ttl_days)

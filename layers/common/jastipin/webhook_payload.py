@@ -59,6 +59,7 @@ class StatusUpdate(_Loose):
     recipient_id: str | None = None
     errors: list[StatusErrorDetail] = Field(default_factory=list)
     pricing: Pricing | None = None
+    biz_opaque_callback_data: str | None = None  # our log key, as the sender passed it
 
 
 class UserPreference(_Loose):

@@ -126,8 +126,12 @@ class WhatsAppClient:
     def close(self) -> None:
         self._http.close()
 
-    def send_text(self, to: Address, body: str, *, preview_url: bool = False) -> str:
-        return self._send(to, {"type": "text", "text": {"body": body, "preview_url": preview_url}})
+    def send_text(
+        self, to: Address, body: str, *, preview_url: bool = False, callback_data: str | None = None
+    ) -> str:
+        return self._send(
+            to, {"type": "text", "text": {"body": body, "preview_url": preview_url}}, callback_data
+        )
 
     def send_template(
         self,
@@ -138,6 +142,7 @@ class WhatsAppClient:
         *,
         header_image_url: str | None = None,
         header_image_id: str | None = None,
+        callback_data: str | None = None,
     ) -> str:
         """An approved template: body parameters ({{1}}, {{2}}...) and, for an image-header template, the
         header's image (a link or an uploaded media id)."""
@@ -152,24 +157,33 @@ class WhatsAppClient:
             )
         if components:
             template["components"] = components
-        return self._send(to, {"type": "template", "template": template})
+        return self._send(to, {"type": "template", "template": template}, callback_data)
 
     def send_image(
-        self, to: Address, *, link: str | None = None, media_id: str | None = None, caption: str | None = None
+        self,
+        to: Address,
+        *,
+        link: str | None = None,
+        media_id: str | None = None,
+        caption: str | None = None,
+        callback_data: str | None = None,
     ) -> str:
         image: dict[str, Any] = {"link": link} if link else {"id": media_id}
         if caption:
             image["caption"] = caption
-        return self._send(to, {"type": "image", "image": image})
+        return self._send(to, {"type": "image", "image": image}, callback_data)
 
-    def _send(self, to: Address, message: dict[str, Any]) -> str:
-        """POST one message; returns the wamid or raises a typed WhatsAppError."""
+    def _send(self, to: Address, message: dict[str, Any], callback_data: str | None = None) -> str:
+        """POST one message; returns the wamid or raises a typed WhatsAppError. ``callback_data`` comes back
+        in the message's status webhooks (``biz_opaque_callback_data``, at most 512 characters)."""
         payload = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             **to.as_fields(),
             **message,
         }
+        if callback_data:
+            payload["biz_opaque_callback_data"] = callback_data[:512]
         try:
             response = self._http.post(self._path, json=payload)
         except httpx.TimeoutException as exc:
