@@ -33,33 +33,13 @@ from tests.e2e.helpers import create_trip, phone, seed_participants, upload_prod
 
 from bench.common import machine, table  # noqa: E402
 from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port  # noqa: E402
-from localrun.sandbox import sign  # noqa: E402
+from localrun.sandbox import sign, webhook_envelope  # noqa: E402
 
 PHONE_NUMBER_ID = "000000000000000"
 
 
 def envelope(value: dict) -> dict:
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "102290129340398",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550000000",
-                                "phone_number_id": PHONE_NUMBER_ID,
-                            },
-                            **value,
-                        },
-                    }
-                ],
-            }
-        ],
-    }
+    return webhook_envelope(value, phone_number_id=PHONE_NUMBER_ID)
 
 
 def inbound(n: int, seq: int, text: str) -> dict:

@@ -104,6 +104,25 @@ _ERROR_TITLES = {
 _ERROR_DOCS = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
 
 
+def webhook_envelope(
+    value: dict[str, Any],
+    *,
+    phone_number_id: str,
+    display_phone_number: str = DEFAULT_DISPLAY_PHONE_NUMBER,
+    waba_id: str = DEFAULT_WABA_ID,
+) -> dict[str, Any]:
+    """A Meta webhook body (``field: messages``) around ``value`` (``contacts``/``messages``/``statuses``)."""
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": display_phone_number, "phone_number_id": phone_number_id},
+        **value,
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": waba_id, "changes": [{"value": value, "field": "messages"}]}],
+    }
+
+
 def sign(app_secret: str, body: bytes) -> str:
     """Return Meta's ``X-Hub-Signature-256`` value for ``body``: ``"sha256=" + hex(HMAC-SHA256)``."""
     return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
@@ -844,18 +863,12 @@ class WhatsAppSandbox:
     # ---- webhooks ---------------------------------------------------------------------------------
 
     def _envelope(self, value: dict[str, Any]) -> dict[str, Any]:
-        value = {
-            "messaging_product": "whatsapp",
-            "metadata": {
-                "display_phone_number": self.display_phone_number,
-                "phone_number_id": self.phone_number_id,
-            },
-            **value,
-        }
-        return {
-            "object": "whatsapp_business_account",
-            "entry": [{"id": self.waba_id, "changes": [{"value": value, "field": "messages"}]}],
-        }
+        return webhook_envelope(
+            value,
+            phone_number_id=self.phone_number_id,
+            display_phone_number=self.display_phone_number,
+            waba_id=self.waba_id,
+        )
 
     def _post_webhook(self, payload: dict[str, Any], client: httpx.Client | None = None) -> int:
         """POST a signed webhook; returns the HTTP status, or 0 when the webhook could not be reached."""

@@ -7,7 +7,7 @@ import json
 
 import boto3
 
-from localrun.sandbox import sign
+from localrun.sandbox import sign, webhook_envelope
 from tests.conftest import REGION, load_event
 from tests.integration.conftest import FakeContext
 from tests.integration.test_api import create_trip, upload
@@ -29,36 +29,11 @@ def post_webhook(ctx, payload: dict | str, *, signature: str | None = "auto"):
 
 
 def inbound(text: str, msg_id: str, phone: str = "6281311112222") -> dict:
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "1",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550000000",
-                                "phone_number_id": "000000000000000",
-                            },
-                            "contacts": [{"profile": {"name": "Ani"}, "wa_id": phone}],
-                            "messages": [
-                                {
-                                    "from": phone,
-                                    "id": msg_id,
-                                    "timestamp": "1796000000",
-                                    "type": "text",
-                                    "text": {"body": text},
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
+    message = {"from": phone, "id": msg_id, "timestamp": "1796000000", "type": "text", "text": {"body": text}}
+    return webhook_envelope(
+        {"contacts": [{"profile": {"name": "Ani"}, "wa_id": phone}], "messages": [message]},
+        phone_number_id="000000000000000",
+    )
 
 
 def drain(ctx, queue: str = "NotificationsQueue", rounds: int = 5) -> list[dict]:
