@@ -55,10 +55,16 @@ class EventSourceMapping:
             self._threads.append(thread)
         return self
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
         self._stop.set()
-        for thread in self._threads:  # a poller in a long poll ends with it; they are daemon threads
-            thread.join(timeout=0.2)
+
+    def stop(self, wait: bool = False) -> None:
+        """Stop polling. A poller in a long poll ends with it (they are daemon threads); with ``wait``, wait
+        for that and for an invocation in progress, so that nothing is consumed after this returns."""
+        self._stop.set()
+        timeout = LONG_POLL_SECONDS + self.pool.spec.timeout + 2 if wait else 0.2
+        for thread in self._threads:
+            thread.join(timeout=timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -67,8 +73,20 @@ class EventSourceMapping:
             except Exception:
                 time.sleep(0.5)
                 continue
-            if messages:
+            if messages and self._stop.is_set():
+                self._release(messages)  # received as the mapping stopped: back to the queue at once
+            elif messages:
                 self._process(messages)
+
+    def _release(self, messages: list[dict[str, Any]]) -> None:
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(messages)
+        ]
+        for start in range(0, len(entries), 10):
+            self._sqs.change_message_visibility_batch(
+                QueueUrl=self.queue.url, Entries=entries[start : start + 10]
+            )
 
     def _receive_batch(self) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []

@@ -71,20 +71,12 @@ class LocalRuntime:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> LocalRuntime:
-        import logging
+        from localrun.moto_server import MotoProcess
 
-        from localrun.moto_server import CountingMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
         cfg = self.config
-        moto_port = cfg.moto_port or free_port()
-        self.moto = CountingMotoServer(ip_address="127.0.0.1", port=moto_port)
-        self.moto.start()
-        self.moto_url = f"http://127.0.0.1:{moto_port}"
-        # moto keeps its state per process, not per server: start from a clean slate.
-        import urllib.request
-
-        urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST"))  # noqa: S310
+        # A fresh moto process per runtime: a clean slate, and a CPU (and interpreter lock) of its own.
+        self.moto = MotoProcess(port=cfg.moto_port or free_port()).start()
+        self.moto_url = self.moto.url
         for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
             os.environ.setdefault(name, value)
         self.stack = LocalStack(
@@ -126,9 +118,12 @@ class LocalRuntime:
             self.start_pollers()
         return self
 
-    def start_pollers(self) -> None:
+    def start_pollers(self, functions: set[str] | None = None) -> None:
+        """Start the queue → function wiring (of only the named functions' event sources, if given)."""
         assert self.stack is not None
         for logical_id, spec in self.stack.functions().items():
+            if functions is not None and logical_id not in functions:
+                continue
             for source in spec.sqs_sources:
                 self.mappings.append(
                     EventSourceMapping(
@@ -145,9 +140,13 @@ class LocalRuntime:
                     ).start()
                 )
 
-    def stop_pollers(self) -> None:
+    def stop_pollers(self, wait: bool = False) -> None:
+        """Stop every queue → function mapping; with ``wait``, return only once nothing more is consumed (long
+        polls ended, invocations finished)."""
         for mapping in self.mappings:
-            mapping.stop()
+            mapping.signal_stop()
+        for mapping in self.mappings:
+            mapping.stop(wait=wait)
         self.mappings = []
 
     def stop(self) -> None:
@@ -201,12 +200,17 @@ class LocalRuntime:
             depths[logical_id] = sum(int(v) for v in attrs.values())
         return depths
 
-    def wait_idle(self, timeout: float = 60.0, settle: float = 0.5) -> None:
-        """Wait until every queue (DLQs aside) is empty and stays so for `settle` seconds."""
+    def wait_idle(self, timeout: float = 60.0, settle: float = 0.5, queues: set[str] | None = None) -> None:
+        """Wait until every queue (DLQs aside; or only the named ones) is empty and stays so for `settle`
+        seconds."""
         deadline = time.monotonic() + timeout
         quiet_since: float | None = None
         while time.monotonic() < deadline:
-            busy = {q: n for q, n in self.queue_depths().items() if n and not q.endswith("DLQ")}
+            busy = {
+                q: n
+                for q, n in self.queue_depths().items()
+                if n and (q in queues if queues is not None else not q.endswith("DLQ"))
+            }
             if busy:
                 quiet_since = None
             elif quiet_since is None:
