@@ -1,7 +1,9 @@
 """WhatsApp webhook: Meta's verification handshake (GET) and signed inbound messages and statuses (POST).
 
-Answers 200 fast whatever the content (Meta retries non-200 for 7 days); duplicates are harmless: each
-inbound message is handled once (idempotency by wamid), statuses only move forward.
+Answers 200 fast whatever the content (Meta retries non-200 for 7 days): statuses and marketing preferences
+are applied at once (one conditional update each, only ever forward); inbound messages are queued for the
+inbound function (functions/inbound), which handles each once (idempotency by wamid). Nothing is lost: if a
+message cannot be queued the answer is 500 and Meta delivers the webhook again.
 
 No Powertools Tracer here: its X-Ray SDK import alone costs more than boto3's, on the cold start of the one
 function Meta waits for. Lambda's active tracing (template.yaml) still traces every invocation."""
@@ -27,6 +29,15 @@ install_error_handlers(app)
 observability.init_sentry()  # only when SENTRY_DSN is set
 
 WEBHOOK_PATH = "/api/webhooks/whatsapp"
+
+
+@app.exception_handler(Exception)
+def unavailable(exc: Exception) -> Response:
+    """Anything unexpected (a queue or table unavailable): 500, so Meta delivers the webhook again later.
+    Neither the payload nor the error's text is echoed back."""
+    logger.exception("webhook not accepted; Meta will deliver it again")
+    observability.capture_exception(exc)
+    return json_response(500, {"error": {"code": "unavailable", "message": "try again later"}})
 
 
 @app.get(WEBHOOK_PATH)
@@ -60,8 +71,7 @@ def receive():
         # Signed by Meta but not a shape we know: acknowledge so Meta does not retry for a week.
         logger.warning("unparseable webhook payload acknowledged")
         return json_response(200, {"status": "ignored"})
-    svc.inbound.register_context(app.lambda_context)
-    summary = svc.inbound.process(payload)
+    summary = svc.intake.accept(payload)
     return json_response(200, {"status": "ok", **summary})
 
 

@@ -1,5 +1,5 @@
 """Integration fixtures: a real moto server over HTTP (session), the template's resources re-created for each
-test, the WhatsApp sandbox, and the three handlers imported as Lambda would import them."""
+test, the WhatsApp sandbox, and the functions' handlers imported as Lambda would import them."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class Ctx:
     enqueue: ModuleType
     webhook: ModuleType
     sender: ModuleType
+    inbound: ModuleType
 
 
 class FakeContext:
@@ -96,7 +97,7 @@ def handlers(
 
     get_settings.cache_clear()
     services.cache_clear()
-    modules = {name: _load(name) for name in ("enqueue", "webhook", "sender", "admin")}
+    modules = {name: _load(name) for name in ("enqueue", "webhook", "sender", "admin", "inbound")}
     yield stack, modules
     os.environ.clear()
     os.environ.update(saved)
@@ -110,4 +111,12 @@ def ctx(moto_server, sandbox, handlers) -> Ctx:
     stack, modules = handlers
     stack = LocalStack(ROOT / "template.yaml", moto_server, REGION).create()
     sandbox.clear()
-    return Ctx(moto_server, stack, sandbox, modules["enqueue"], modules["webhook"], modules["sender"])
+    return Ctx(
+        moto_server,
+        stack,
+        sandbox,
+        modules["enqueue"],
+        modules["webhook"],
+        modules["sender"],
+        modules["inbound"],
+    )

@@ -15,7 +15,9 @@ from tests.integration.test_api import create_trip, upload
 SECRET = "local-app-secret"
 
 
-def post_webhook(ctx, payload: dict | str, *, signature: str | None = "auto"):
+def post_webhook(ctx, payload: dict | str, *, signature: str | None = "auto", run_inbound: bool = True):
+    """POST to the webhook handler; then (as the inbound queue's event source would) run the inbound function
+    on what the webhook queued."""
     event = copy.deepcopy(load_event("webhook_message.json"))
     body = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
     event["body"] = body
@@ -25,6 +27,8 @@ def post_webhook(ctx, payload: dict | str, *, signature: str | None = "auto"):
     elif signature is not None:
         event["headers"]["x-hub-signature-256"] = signature
     response = ctx.webhook.handler(event, FakeContext())
+    if run_inbound and response["statusCode"] == 200:
+        drain(ctx, "InboundQueue")
     return response["statusCode"], response.get("body")
 
 
@@ -37,7 +41,9 @@ def inbound(text: str, msg_id: str, phone: str = "6281311112222") -> dict:
 
 
 def drain(ctx, queue: str = "NotificationsQueue", rounds: int = 5) -> list[dict]:
-    """Feed queued messages to the sender handler as Lambda would, until the queue is empty."""
+    """Feed queued messages to the queue's function (the inbound function for InboundQueue, else the sender)
+    as Lambda would, until the queue is empty."""
+    function = ctx.inbound if queue == "InboundQueue" else ctx.sender
     sqs = boto3.client("sqs", endpoint_url=ctx.moto_url, region_name=REGION)
     q = ctx.stack.queues[queue]
     responses = []
@@ -63,7 +69,7 @@ def drain(ctx, queue: str = "NotificationsQueue", rounds: int = 5) -> list[dict]
                 for m in messages
             ]
         }
-        response = ctx.sender.handler(event, FakeContext())
+        response = function.handler(event, FakeContext())
         responses.append(response)
         failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
         for m in messages:
@@ -149,6 +155,69 @@ def test_same_webhook_twice_replies_once(ctx):
     assert post_webhook(ctx, payload)[0] == 200
     drain(ctx)
     assert len(ctx.sandbox.messages()) == 1
+
+
+def test_the_webhook_queues_messages_and_the_inbound_function_runs_them(ctx):
+    """Meta's 200 does not wait for the command: the webhook queues the message (one SQS message each) and
+    applies nothing; the inbound function then handles it once, however often it is delivered."""
+    create_trip(ctx)
+    payload = inbound("JOIN jpn25", "wamid.q1")
+    payload["entry"][0]["changes"][0]["value"]["messages"].append(
+        {
+            "from": "6281311112222",
+            "id": "wamid.q2",
+            "timestamp": "1796000001",
+            "type": "text",
+            "text": {"body": "INFO"},
+        }
+    )
+    status, body = post_webhook(ctx, payload, run_inbound=False)
+    assert status == 200 and json.loads(body)["queued"] == 2
+    sqs = boto3.client("sqs", endpoint_url=ctx.moto_url, region_name=REGION)
+    url = ctx.stack.queues["InboundQueue"].url
+    depth = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    assert depth["Attributes"]["ApproximateNumberOfMessages"] == "2"
+    ddb = boto3.client("dynamodb", endpoint_url=ctx.moto_url, region_name=REGION)
+    assert ddb.scan(TableName=ctx.stack.tables["ContactsTable"])["Count"] == 0  # nothing applied yet
+    assert post_webhook(ctx, payload, run_inbound=False)[0] == 200  # Meta delivers it again
+    drain(ctx, "InboundQueue")
+    assert ddb.scan(TableName=ctx.stack.tables["ParticipantsTable"])["Count"] == 1
+    drain(ctx)
+    texts_sent = [m["body"]["text"]["body"] for m in ctx.sandbox.messages()]
+    assert len(texts_sent) == 2  # JOIN's and INFO's replies, once each
+    assert texts_sent[0].startswith("Terima kasih sudah join!")
+
+
+def test_an_unreadable_inbound_record_fails_alone_without_logging_its_body(ctx, capsys):
+    create_trip(ctx)
+    assert post_webhook(ctx, inbound("JOIN jpn25", "wamid.ok"), run_inbound=False)[0] == 200
+    sqs = boto3.client("sqs", endpoint_url=ctx.moto_url, region_name=REGION)
+    queue = ctx.stack.queues["InboundQueue"]
+    (message,) = sqs.receive_message(QueueUrl=queue.url)["Messages"]
+    good = {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue.arn,
+        "awsRegion": REGION,
+    }
+    bad = {**good, "messageId": "bad-1", "body": '{"message": {"text": "+6281399998888 secret"}}'}
+    response = ctx.inbound.handler({"Records": [good, bad]}, FakeContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
+    assert "6281399998888" not in capsys.readouterr().out
+    drain(ctx)
+    assert [m["body"]["text"]["body"][:24] for m in ctx.sandbox.messages()] == ["Terima kasih sudah join!"]
+
+
+def test_a_message_that_cannot_be_queued_gets_a_500_so_meta_delivers_it_again(ctx):
+    sqs = boto3.client("sqs", endpoint_url=ctx.moto_url, region_name=REGION)
+    sqs.delete_queue(QueueUrl=ctx.stack.queues["InboundQueue"].url)
+    status, body = post_webhook(ctx, inbound("JOIN jpn25", "wamid.lost"), run_inbound=False)
+    assert status == 500 and "6281311112222" not in body
 
 
 def test_unparseable_or_odd_payloads_are_acknowledged(ctx):

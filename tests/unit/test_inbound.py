@@ -218,3 +218,42 @@ def test_status_with_our_log_key_updates_by_key_and_checks_the_wamid(settings):
     assert not apply_status(StatusUpdate.model_validate(unknown))  # never creates an entry
     assert NotificationLog.get("job_1", "p_1").status == "delivered"
     assert NotificationLog.count("job_9") == 0
+
+
+def test_a_late_older_message_never_moves_the_window_back(settings):
+    from jastipin.inbound import Identity, touch_contact
+
+    who = Identity(phone="+" + PHONE, user_id=None)
+    now = utcnow().replace(microsecond=0)
+    created = touch_contact(who, "Ani", now)
+    assert created.last_inbound_at == now and created.marketing_opt_out is False
+    assert created.participant_id == who.participant_id
+    Contact("+" + PHONE).update(actions=[Contact.marketing_opt_out.set(True)])
+    late = touch_contact(who, "Ani S.", now - timedelta(hours=2))  # delivered late: an older message
+    assert late.last_inbound_at == now and late.name == "Ani S." and late.marketing_opt_out is True
+    newer = touch_contact(Identity(phone="+" + PHONE, user_id="ID.77"), None, now + timedelta(minutes=5))
+    stored = Contact.get("+" + PHONE)
+    assert newer.last_inbound_at == stored.last_inbound_at == now + timedelta(minutes=5)
+    assert stored.user_id == "ID.77" and stored.name == "Ani S." and stored.participant_id == who.participant_id
+
+
+@pytest.mark.parametrize("header", ["sha256=é", "sha256=" + "ａ" * 64, "sha256=\u0000"])
+def test_a_non_ascii_signature_is_refused_not_a_crash(header):
+    assert signature_valid("secret", b"{}", header) is False
+
+
+def test_queue_bodies_escape_what_sqs_refuses_and_read_back_the_same():
+    import json
+
+    from jastipin.inbound import InboundWork
+
+    text = "JOIN jpn25 \ufffe\uffff ok 😀"
+    work = InboundWork.model_validate(
+        {"message": {"id": "wamid.x", "from": PHONE, "type": "text", "text": {"body": text}}}
+    )
+    body = work.to_body()
+    assert "\ufffe" not in body and "\uffff" not in body and "😀" in body
+    assert InboundWork.model_validate_json(body).message.text_body == text
+    assert json.loads(body)["message"]["from"] == PHONE
+    job = Job(job_id="j", kind="auto_reply", trip_id="t", message=text, participants=[], template="auto_reply")
+    assert "\uffff" not in job.to_body() and Job.from_body(job.to_body()).message == text

@@ -42,7 +42,8 @@ EXPECTED_ROUTES = {
     "POST /admin/api/queues/{queue}/purge": "AdminFunction",
     "GET /admin/api/trips/{tripId}/outcomes": "AdminFunction",
 }
-MAIN_QUEUES = {"NotificationsQueue", "BroadcastQueue", "ProofNotifyQueue"}
+MAIN_QUEUES = {"NotificationsQueue", "BroadcastQueue", "ProofNotifyQueue"}  # the sender's job queues
+QUEUES_WITH_DLQ = MAIN_QUEUES | {"InboundQueue"}  # plus the webhook's inbound messages
 EXPECTED_ENV = {
     "TRIPS_TABLE",
     "PARTICIPANTS_TABLE",
@@ -55,9 +56,11 @@ EXPECTED_ENV = {
     "NOTIFICATIONS_QUEUE_URL",
     "BROADCAST_QUEUE_URL",
     "PROOF_NOTIFY_QUEUE_URL",
+    "INBOUND_QUEUE_URL",
     "NOTIFICATIONS_DLQ_URL",
     "BROADCAST_DLQ_URL",
     "PROOF_NOTIFY_DLQ_URL",
+    "INBOUND_DLQ_URL",
     "WA_API_BASE_URL",
     "WA_API_VERSION",
     "WA_PHONE_NUMBER_ID",
@@ -148,10 +151,10 @@ def ref_target(value: Any) -> str:
 def test_every_main_queue_has_a_dlq_with_three_receives(resources: dict[str, Any]) -> None:
     queues = of_type(resources, "AWS::SQS::Queue")
     with_redrive = {name for name, q in queues.items() if "RedrivePolicy" in q["Properties"]}
-    assert with_redrive == MAIN_QUEUES
-    dlqs = set(queues) - MAIN_QUEUES
+    assert with_redrive == QUEUES_WITH_DLQ
+    dlqs = set(queues) - QUEUES_WITH_DLQ
     targets = set()
-    for name in MAIN_QUEUES:
+    for name in QUEUES_WITH_DLQ:
         props = queues[name]["Properties"]
         redrive = props["RedrivePolicy"]
         assert redrive["maxReceiveCount"] == 3, name
@@ -162,7 +165,7 @@ def test_every_main_queue_has_a_dlq_with_three_receives(resources: dict[str, Any
         # A FIFO queue's DLQ must be FIFO; the DLQ must outlive the source's retention.
         assert bool(props.get("FifoQueue")) == bool(dlq_props.get("FifoQueue")), name
         assert dlq_props["MessageRetentionPeriod"] > props.get("MessageRetentionPeriod", 345600), name
-    assert targets == dlqs, "each main queue needs its own DLQ"
+    assert targets == dlqs, "each queue needs its own DLQ"
 
 
 def test_visibility_timeout_is_at_least_six_sender_timeouts(
@@ -171,6 +174,8 @@ def test_visibility_timeout_is_at_least_six_sender_timeouts(
     sender_timeout = function_prop(template, "SenderFunction", "Timeout")
     for name in MAIN_QUEUES:
         assert resources[name]["Properties"]["VisibilityTimeout"] >= 6 * sender_timeout, name
+    inbound_timeout = function_prop(template, "InboundFunction", "Timeout")
+    assert resources["InboundQueue"]["Properties"]["VisibilityTimeout"] >= 6 * inbound_timeout
 
 
 def test_queues_are_encrypted(resources: dict[str, Any]) -> None:
@@ -189,7 +194,10 @@ def test_broadcast_queue_is_fifo_per_trip(resources: dict[str, Any]) -> None:
 def test_every_sqs_event_source_reports_partial_failures_and_is_capped(resources: dict[str, Any]) -> None:
     sources = events_of_type(resources, "SQS")
     consumed = sorted(ref_target(props["Queue"]) for _, _, props in sources)
-    assert consumed == sorted(MAIN_QUEUES), "each main queue has exactly one consumer"
+    assert consumed == sorted(QUEUES_WITH_DLQ), "each main queue has exactly one consumer"
+    assert {fn for fn, _, props in sources if ref_target(props["Queue"]) == "InboundQueue"} == {
+        "InboundFunction"
+    }
     for fn_name, ev_name, props in sources:
         where = f"{fn_name}.{ev_name}"
         assert "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []), where
@@ -291,7 +299,10 @@ def test_admin_function_has_least_privilege(resources: dict[str, Any]) -> None:
             for i in logical_ids
         }
 
-    dlqs = set(of_type(resources, "AWS::SQS::Queue")) - MAIN_QUEUES
+    dlqs = {
+        resources[q]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        for q in MAIN_QUEUES
+    }
     assert set(granted) == {
         "SQSPollerPolicy",
         "SQSSendMessagePolicy",
@@ -391,7 +402,7 @@ def test_every_dlq_has_an_alarm_and_every_alarm_notifies_the_topic(resources: di
         if d["Name"] == "QueueName"
     }
     queues = of_type(resources, "AWS::SQS::Queue")
-    assert watched == set(queues) - MAIN_QUEUES
+    assert watched == set(queues) - QUEUES_WITH_DLQ
     for name, alarm in alarms.items():
         assert {"Ref": "AlertTopic"} in alarm["Properties"]["AlarmActions"], name
 

@@ -1,21 +1,25 @@
 """What participants say to us over WhatsApp: commands (JOIN / INFO / STOP), delivery statuses and marketing
-preferences. Replies are queued on the notifications queue; nothing here calls the WhatsApp API."""
+preferences. The webhook applies statuses and preferences and queues messages (``WebhookIntake``); the inbound
+function runs the commands (``InboundProcessor``). Replies are queued on the notifications queue; nothing here
+calls the WhatsApp API."""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aws_lambda_powertools import Logger
+from pydantic import BaseModel, ConfigDict, Field
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from jastipin import texts
 from jastipin.commands import Command, CommandKind, parse_command
 from jastipin.ids import stable_id
-from jastipin.jobs import Job, JobKind, Recipient
+from jastipin.jobs import Job, JobKind, Recipient, sqs_safe_json
 from jastipin.phones import InvalidPhoneNumber, to_e164
-from jastipin.queues import JobQueues
+from jastipin.queues import JobQueues, QueueError
 from jastipin.tables import (
     STATUS_RANK,
     Contact,
@@ -28,7 +32,13 @@ from jastipin.tables import (
     utcnow,
 )
 from jastipin.trips import latest_products
-from jastipin.webhook_payload import InboundMessage, StatusUpdate, UserPreference, WebhookContact
+from jastipin.webhook_payload import (
+    InboundMessage,
+    StatusUpdate,
+    UserPreference,
+    WebhookContact,
+    WebhookPayload,
+)
 
 logger = Logger(child=True)
 
@@ -74,30 +84,30 @@ def _message_time(message: InboundMessage) -> datetime:
 
 
 def touch_contact(identity: Identity, name: str | None, at: datetime) -> Contact:
-    """Record an inbound message: opens (or extends) the 24-hour free-form window."""
-    try:
-        contact = Contact.get(identity.wa_key)
-    except DoesNotExist:
-        contact = Contact(identity.wa_key, participant_id=identity.participant_id)
-        contact.phone, contact.user_id, contact.name, contact.last_inbound_at = (
-            identity.phone,
-            identity.user_id,
-            name,
-            at,
-        )
-        try:
-            contact.save(condition=Contact.wa_key.does_not_exist())
-            return contact
-        except PutError:
-            contact = Contact.get(identity.wa_key)  # created concurrently by another instance
-    actions = [Contact.updated_at.set(utcnow())]
-    if contact.last_inbound_at is None or at > contact.last_inbound_at:
-        actions.append(Contact.last_inbound_at.set(at))
-    if name and name != contact.name:
-        actions.append(Contact.name.set(name))
-    if identity.user_id and identity.user_id != contact.user_id:
+    """Record an inbound message: opens (or extends) the 24-hour free-form window. One UpdateItem, which
+    creates the contact if new and returns it as stored; the window never moves back (a late, older message
+    fails the condition and is recorded without it: a second update)."""
+    contact = Contact(identity.wa_key)
+    actions = [
+        Contact.participant_id.set(Contact.participant_id | identity.participant_id),  # if_not_exists
+        Contact.marketing_opt_out.set(Contact.marketing_opt_out | False),
+        Contact.updated_at.set(utcnow()),
+    ]
+    if identity.phone:
+        actions.append(Contact.phone.set(identity.phone))
+    if identity.user_id:
         actions.append(Contact.user_id.set(identity.user_id))
-    contact.update(actions=actions)
+    if name:
+        actions.append(Contact.name.set(name))
+    try:
+        contact.update(
+            actions=[*actions, Contact.last_inbound_at.set(at)],
+            condition=Contact.last_inbound_at.does_not_exist() | (Contact.last_inbound_at < at),
+        )
+    except UpdateError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise
+        contact.update(actions=actions)
     return contact
 
 
@@ -280,11 +290,60 @@ def apply_preference(preference: UserPreference) -> None:
 
 
 DEDUP_SECONDS = 7 * 24 * 3600  # Meta retries a webhook for up to 7 days
+SQS_BATCH = 10
+
+
+class InboundWork(BaseModel):
+    """One inbound message and the contacts Meta sent with it: the body of an inbound-queue message."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message: InboundMessage
+    contacts: list[WebhookContact] = Field(default_factory=list)
+
+    def to_body(self) -> str:
+        return sqs_safe_json(self.model_dump_json(by_alias=True, exclude_none=True))
+
+
+class WebhookIntake:
+    """What the webhook does with a verified payload, fast: statuses and marketing preferences are applied at
+    once (one conditional update each), inbound messages are queued (one SQS message each, sent in batches)
+    for the inbound function, which runs the commands (~6 calls each) away from Meta's latency budget.
+
+    Raises if a message cannot be queued: the webhook answers 500 and Meta delivers it again (statuses are
+    forward-only and messages are handled once, so the repeat is harmless)."""
+
+    def __init__(self, sqs_client: Any, inbound_queue_url: str) -> None:
+        self._sqs = sqs_client
+        self._url = inbound_queue_url
+
+    def accept(self, payload: WebhookPayload) -> dict[str, int]:
+        summary = {"queued": 0, "statuses": 0, "preferences": 0}
+        work: list[InboundWork] = []
+        for entry in payload.entry:
+            for change in entry.changes:
+                value = change.value
+                work += [InboundWork(message=m, contacts=value.contacts) for m in value.messages]
+                for status in value.statuses:
+                    summary["statuses"] += int(apply_status(status))
+                for preference in value.user_preferences:
+                    apply_preference(preference)
+                    summary["preferences"] += 1
+        for start in range(0, len(work), SQS_BATCH):
+            batch = work[start : start + SQS_BATCH]
+            response = self._sqs.send_message_batch(
+                QueueUrl=self._url,
+                Entries=[{"Id": str(i), "MessageBody": w.to_body()} for i, w in enumerate(batch)],
+            )
+            if response.get("Failed"):
+                raise QueueError(f"inbound queue refused {len(response['Failed'])} message(s)")
+            summary["queued"] += len(batch)
+        return summary
 
 
 class InboundProcessor:
-    """Applies a whole webhook payload; each inbound message is handled once across instances
-    (Powertools idempotency on the message id, DynamoDB-backed, with TTL)."""
+    """Runs inbound messages; each is handled once across instances and redeliveries (Powertools idempotency
+    on the message id, DynamoDB-backed, with TTL)."""
 
     def __init__(self, queues: JobQueues, idempotency_table: str, dynamodb_client=None) -> None:
         from aws_lambda_powertools.utilities.idempotency import (
@@ -312,7 +371,17 @@ class InboundProcessor:
         reply = self._commands.handle_message(message, contacts)
         return {"replied": reply is not None}
 
-    def process(self, payload) -> dict[str, int]:
+    def handle(self, work: InboundWork) -> bool:
+        """Handle one queued message; False if it was already handled. Raises
+        ``IdempotencyAlreadyInProgressError`` while another instance handles it (the queue retries later)."""
+        result = self._handle_once(
+            key={"message_id": work.message.id}, message=work.message, contacts=work.contacts
+        )
+        return bool(result and result.get("replied"))
+
+    def process(self, payload: WebhookPayload) -> dict[str, int]:
+        """A whole payload at once, statuses and messages alike (tests and tools; the webhook queues messages
+        through ``WebhookIntake`` instead)."""
         from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
         summary = {"messages": 0, "duplicates": 0, "statuses": 0, "preferences": 0}
@@ -321,9 +390,7 @@ class InboundProcessor:
                 value = change.value
                 for message in value.messages:
                     try:
-                        self._handle_once(
-                            key={"message_id": message.id}, message=message, contacts=value.contacts
-                        )
+                        self.handle(InboundWork(message=message, contacts=value.contacts))
                         summary["messages"] += 1
                     except IdempotencyAlreadyInProgressError:
                         summary["duplicates"] += 1  # another instance is handling this very message

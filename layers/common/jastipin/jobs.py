@@ -8,11 +8,22 @@ active participants and enqueues chunk jobs (same job id) carrying them.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+# SQS accepts #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF in a body; JSON text escapes control
+# characters itself but leaves these as they are (a product name or a participant's message may hold them).
+_NOT_SQS_SAFE = re.compile(r"[\ud800-\udfff\ufffe\uffff]")
+
+
+def sqs_safe_json(text: str) -> str:
+    """JSON text with the characters SQS refuses written as ``\\uXXXX`` escapes (they only occur inside
+    JSON strings, where the escape means the same character)."""
+    return _NOT_SQS_SAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class JobKind(StrEnum):
@@ -100,7 +111,7 @@ class Job(_Camel):
         return self.model_copy(update={"participants": participants})
 
     def to_body(self) -> str:
-        return self.model_dump_json(by_alias=True, exclude_none=True)
+        return sqs_safe_json(self.model_dump_json(by_alias=True, exclude_none=True))
 
     @classmethod
     def from_body(cls, body: str) -> Job:

@@ -39,6 +39,12 @@ class Services:
         return InboundProcessor(self.queues, self.settings.idempotency_table, self.dynamodb)
 
     @cached_property
+    def intake(self):  # -> WebhookIntake
+        from jastipin.inbound import WebhookIntake
+
+        return WebhookIntake(self.sqs, self.settings.inbound_queue_url)
+
+    @cached_property
     def sender(self):  # -> Sender
         from jastipin.delivery import Sender
 

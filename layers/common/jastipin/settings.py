@@ -35,10 +35,12 @@ class Settings(BaseSettings):
     notifications_queue_url: str
     broadcast_queue_url: str
     proof_notify_queue_url: str
+    inbound_queue_url: str = ""  # the webhook queues inbound messages here (only it needs the URL)
     # The DLQs: read by the admin API only (so not required of every function).
     notifications_dlq_url: str = ""
     broadcast_dlq_url: str = ""
     proof_notify_dlq_url: str = ""
+    inbound_dlq_url: str = ""
 
     wa_api_base_url: str = "https://graph.facebook.com"
     wa_api_version: str = "v23.0"

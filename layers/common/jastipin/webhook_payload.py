@@ -93,7 +93,7 @@ class WebhookPayload(_Loose):
 
 def signature_valid(app_secret: str, body: bytes, header: str | None) -> bool:
     """``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>``, compared in constant time."""
-    if not header or not header.startswith("sha256="):
-        return False
+    if not header or not header.isascii() or not header.startswith("sha256="):
+        return False  # (compare_digest refuses non-ASCII str: a forged header must be a 403, not a crash)
     expected = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(header[len("sha256=") :].strip().lower(), expected)

@@ -1,0 +1,55 @@
+"""Inbound messages: consumes the inbound queue the webhook fills (one WhatsApp message per SQS message) and
+runs the participant's command (JOIN / INFO / STOP, anything else gets the help text), queueing the reply.
+
+Each message is handled once across instances and redeliveries (idempotency by wamid). A record that raises
+(DynamoDB unavailable, an unreadable body, the same message in progress elsewhere) goes back to the queue
+and, after 3 receives, to the inbound DLQ, where an operator can redrive it."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from jastipin import observability
+from jastipin.inbound import InboundWork
+from jastipin.runtime import services
+
+logger = Logger()
+processor = BatchProcessor(event_type=EventType.SQS)
+observability.init_sentry()  # only when SENTRY_DSN is set
+
+
+class UnreadableInbound(ValueError):
+    """A queue body that is not an inbound message (the error names the record, never what it holds)."""
+
+
+def record_handler(record: SQSRecord) -> None:
+    try:
+        work = InboundWork.model_validate_json(record.body)
+    except ValidationError:
+        # The body holds a phone number and the participant's text: neither goes to logs or Sentry.
+        logger.error("unreadable inbound message", extra={"message_id": record.message_id})
+        raise UnreadableInbound(f"queue message {record.message_id} is not an inbound message") from None
+    try:
+        services().inbound.handle(work)
+    except IdempotencyAlreadyInProgressError:
+        # Another instance is handling this very message: the record comes back after the visibility timeout
+        # and then finds it done.
+        logger.info("inbound message in progress elsewhere", extra={"message_id": record.message_id})
+        raise
+    except Exception as exc:
+        observability.capture_exception(exc)  # the batch processor swallows it: report it here
+        raise
+
+
+@logger.inject_lambda_context(log_event=False)
+@observability.report_errors
+def handler(event: dict, context: LambdaContext) -> dict:
+    services().inbound.register_context(context)
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
