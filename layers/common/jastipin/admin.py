@@ -205,7 +205,7 @@ def redrive_entry(message: dict[str, Any], index: int, *, fifo: bool) -> dict[st
 
 
 def normalise_trip_id(raw: str) -> str:
-    trip_id = normalise_slug(raw)
+    trip_id = normalise_slug(raw) if raw.isascii() else None
     if trip_id is None:
         raise NotFound(f"no trip '{raw[:64]}'", field="tripId")
     return trip_id

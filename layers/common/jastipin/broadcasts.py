@@ -35,14 +35,14 @@ from jastipin.trips import get_trip
 CURRENCY = "IDR"
 
 
-def _template_parameter(value: str) -> str:
+def template_parameter(value: str) -> str:
     # Meta rejects body parameters with new lines, tabs or more than 4 spaces in a row (error 132018).
     if "\n" in value or "\t" in value or " " * 5 in value:
         raise ValueError("must not contain new lines, tabs or more than 4 consecutive spaces")
     return value
 
 
-TemplateParameter = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_template_parameter)]
+TemplateParameter = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(template_parameter)]
 ActiveWithinDays = Annotated[
     int,
     Field(

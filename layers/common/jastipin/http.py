@@ -61,7 +61,10 @@ def require_bearer(app: APIGatewayHttpResolver, expected: str) -> None:
 def raw_body(app: APIGatewayHttpResolver, max_bytes: int) -> bytes:
     event = app.current_event
     body = event.body or ""
-    data = base64.b64decode(body) if event.is_base64_encoded else body.encode("utf-8")
+    try:
+        data = base64.b64decode(body) if event.is_base64_encoded else body.encode("utf-8")
+    except ValueError:  # binascii.Error (not base64), UnicodeEncodeError (lone surrogates: not UTF-8)
+        raise HttpError(400, "invalid_json", "body is not valid base64 or UTF-8", field="body") from None
     if len(data) > max_bytes:
         raise HttpError(413, "payload_too_large", f"body is larger than {max_bytes} bytes", field="body")
     return data
@@ -75,6 +78,8 @@ def parse_body(app: APIGatewayHttpResolver, model: type[M], max_bytes: int) -> M
         payload = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, "invalid_json", f"malformed JSON: {exc}", field="body") from None
+    except RecursionError:
+        raise HttpError(400, "invalid_json", "malformed JSON: nested too deeply", field="body") from None
     if not isinstance(payload, dict):
         raise HttpError(400, "invalid_json", "request body must be a JSON object", field="body")
     return validate(model, payload)

@@ -12,10 +12,13 @@ on WhatsApp through the ``proof_notify`` queue.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, field_validator
 from pynamodb.exceptions import DoesNotExist
 
 from jastipin import texts
+from jastipin.broadcasts import template_parameter
 from jastipin.errors import Unprocessable
 from jastipin.ids import stable_id
 from jastipin.jobs import Job, JobKind, Recipient
@@ -25,17 +28,28 @@ from jastipin.tables import Participant
 from jastipin.templates import PROOF_TEMPLATE, registry
 from jastipin.trips import get_trip
 
+MAX_IMAGE_URL = 2048  # jobs.Job.image_url, jobs.TemplateRef.header_image_url
+
 
 class ProofRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     participant_id: str = Field(min_length=1, max_length=64, description="the participant the proof is from")
-    order_ref: str = Field(min_length=1, max_length=64, pattern=r"^[^\n\t]+$")
+    # a parameter of the proof_received template: Meta's rules for those apply
+    order_ref: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(template_parameter)]
     image_url: HttpUrl | None = Field(default=None, description="the proof image, reachable by Meta")
     media_id: str | None = Field(
         default=None, pattern=r"^[0-9]{1,64}$", description="or an uploaded media id"
     )
     caption: str | None = Field(default=None, min_length=1, max_length=500)
+
+    @field_validator("image_url")
+    @classmethod
+    def _fits_the_job(cls, value: HttpUrl | None) -> HttpUrl | None:
+        # The job carries the URL as pydantic writes it (IDNA host, percent-encoded path): that must fit.
+        if value is not None and len(str(value)) > MAX_IMAGE_URL:
+            raise ValueError(f"URL should have at most {MAX_IMAGE_URL} characters once encoded")
+        return value
 
 
 def submit(trip_id: str, request: ProofRequest, settings: Settings, queues: JobQueues) -> Job:

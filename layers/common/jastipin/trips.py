@@ -33,7 +33,7 @@ class CreateTripRequest(_Request):
     @field_validator("slug")
     @classmethod
     def _slug(cls, value: str) -> str:
-        slug = normalise_slug(value)
+        slug = normalise_slug(value) if value.isascii() else None  # "\u212a".lower() is "k": no look-alikes
         if slug is None:
             raise ValueError("use 2-40 letters, digits or '-', starting with a letter or digit")
         return slug
@@ -55,7 +55,8 @@ class CreateTripRequest(_Request):
 
 class NewProductRequest(_Request):
     name: str = Field(min_length=1, max_length=200)
-    price: int = Field(ge=0, le=MAX_PRICE, description="price in rupiah")
+    # strict: JSON true/false or "450000" is not a price (lax mode would read them as 1/0 and 450000)
+    price: int = Field(ge=0, le=MAX_PRICE, strict=True, description="price in rupiah")
     description: str | None = Field(default=None, max_length=1000)
     image_url: HttpUrl | None = None
 
@@ -89,7 +90,7 @@ def create_trip(request: CreateTripRequest) -> Trip:
 
 
 def get_trip(trip_id: str) -> Trip:
-    slug = normalise_slug(trip_id)
+    slug = normalise_slug(trip_id) if trip_id.isascii() else None
     if slug is None:
         raise NotFound(f"no trip '{trip_id[:64]}'", field="tripId")
     try:
