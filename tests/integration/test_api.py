@@ -110,6 +110,11 @@ def test_schema_errors_are_422_naming_the_field(ctx, body, field):
         ({"name": "A", "price": -1}, "price"),
         ({"price": 1}, "name"),
         ({"name": "A", "price": "mahal"}, "price"),
+        # a price is a JSON integer: lax parsing read these as 1, 0, 450000 and 450000
+        ({"name": "A", "price": True}, "price"),
+        ({"name": "A", "price": False}, "price"),
+        ({"name": "A", "price": "450000"}, "price"),
+        ({"name": "A", "price": 450000.0}, "price"),
     ],
 )
 def test_product_schema_errors(ctx, body, field):
