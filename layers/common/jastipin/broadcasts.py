@@ -67,7 +67,7 @@ class EstimateQuery(_Request):
 class BroadcastRequest(_Request):
     template: str = Field(min_length=1, max_length=512)
     parameters: list[TemplateParameter] = Field(default_factory=list, max_length=20)
-    dry_run: bool = False
+    dry_run: bool = Field(default=False, strict=True)  # "false" or 0 must not send a broadcast
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"
     )
