@@ -234,7 +234,8 @@ def test_a_late_older_message_never_moves_the_window_back(settings):
     newer = touch_contact(Identity(phone="+" + PHONE, user_id="ID.77"), None, now + timedelta(minutes=5))
     stored = Contact.get("+" + PHONE)
     assert newer.last_inbound_at == stored.last_inbound_at == now + timedelta(minutes=5)
-    assert stored.user_id == "ID.77" and stored.name == "Ani S." and stored.participant_id == who.participant_id
+    assert stored.user_id == "ID.77" and stored.name == "Ani S."
+    assert stored.participant_id == who.participant_id
 
 
 @pytest.mark.parametrize("header", ["sha256=é", "sha256=" + "ａ" * 64, "sha256=\u0000"])
@@ -255,5 +256,7 @@ def test_queue_bodies_escape_what_sqs_refuses_and_read_back_the_same():
     assert "\ufffe" not in body and "\uffff" not in body and "😀" in body
     assert InboundWork.model_validate_json(body).message.text_body == text
     assert json.loads(body)["message"]["from"] == PHONE
-    job = Job(job_id="j", kind="auto_reply", trip_id="t", message=text, participants=[], template="auto_reply")
+    job = Job(
+        job_id="j", kind="auto_reply", trip_id="t", message=text, participants=[], template="auto_reply"
+    )
     assert "\uffff" not in job.to_body() and Job.from_body(job.to_body()).message == text
