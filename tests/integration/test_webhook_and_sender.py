@@ -258,3 +258,13 @@ def test_sender_reports_only_the_broken_record(ctx):
     bad = {**good, "messageId": "bad-1", "body": '{"jobId": 1}'}
     response = ctx.sender.handler({"Records": [good, bad]}, FakeContext())
     assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
+
+
+def test_the_sample_inbound_event_joins_and_queues_the_reply(ctx):
+    """events/sqs_inbound.json (for ``sam local invoke InboundFunction``) is what the webhook queues."""
+    create_trip(ctx)
+    assert ctx.inbound.handler(load_event("sqs_inbound.json"), FakeContext()) == {"batchItemFailures": []}
+    drain(ctx)
+    (message,) = ctx.sandbox.messages()
+    assert message["to"] == "6281311112222"
+    assert message["body"]["text"]["body"].startswith("Terima kasih sudah join!")
