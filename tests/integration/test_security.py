@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -509,7 +510,7 @@ def inbound_join(phone: str = "6281311112222") -> dict[str, Any]:
     message = {
         "from": phone,
         "id": "wamid.sec1",
-        "timestamp": "1796000000",
+        "timestamp": str(int(time.time())),
         "type": "text",
         "text": {"body": "JOIN jpn25"},
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import boto3
 
@@ -33,7 +34,8 @@ def post_webhook(ctx, payload: dict | str, *, signature: str | None = "auto", ru
 
 
 def inbound(text: str, msg_id: str, phone: str = "6281311112222") -> dict:
-    message = {"from": phone, "id": msg_id, "timestamp": "1796000000", "type": "text", "text": {"body": text}}
+    now = str(int(time.time()))  # Meta's time of the message: one older than 7 days is taken for a replay
+    message = {"from": phone, "id": msg_id, "timestamp": now, "type": "text", "text": {"body": text}}
     return webhook_envelope(
         {"contacts": [{"profile": {"name": "Ani"}, "wa_id": phone}], "messages": [message]},
         phone_number_id="000000000000000",
@@ -166,7 +168,7 @@ def test_the_webhook_queues_messages_and_the_inbound_function_runs_them(ctx):
         {
             "from": "6281311112222",
             "id": "wamid.q2",
-            "timestamp": "1796000001",
+            "timestamp": str(int(time.time())),
             "type": "text",
             "text": {"body": "INFO"},
         }
@@ -268,3 +270,26 @@ def test_the_sample_inbound_event_joins_and_queues_the_reply(ctx):
     (message,) = ctx.sandbox.messages()
     assert message["to"] == "6281311112222"
     assert message["body"]["text"]["body"].startswith("Terima kasih sudah join!")
+
+
+def test_a_replayed_join_older_than_the_dedup_window_does_not_undo_a_stop(ctx):
+    """Meta signs the body, not a time: a captured JOIN replayed after its idempotency record expired (7 days)
+    must not re-join someone who sent STOP since."""
+    create_trip(ctx)
+    old_join = inbound("JOIN jpn25", "wamid.join-old")
+    message = old_join["entry"][0]["changes"][0]["value"]["messages"][0]
+    assert post_webhook(ctx, old_join)[0] == 200
+    assert post_webhook(ctx, inbound("STOP", "wamid.stop"))[0] == 200
+    ddb = boto3.client("dynamodb", endpoint_url=ctx.moto_url, region_name=REGION)
+    table = ctx.stack.tables["IdempotencyTable"]
+    for item in ddb.scan(TableName=table)["Items"]:  # as if every record had expired
+        ddb.delete_item(TableName=table, Key={"id": item["id"]})
+    message["timestamp"] = str(int(time.time()) - 8 * 24 * 3600)  # the capture is 8 days old
+    assert post_webhook(ctx, old_join)[0] == 200  # acknowledged (Meta-shaped), and ignored
+    (participant,) = ddb.scan(TableName=ctx.stack.tables["ParticipantsTable"])["Items"]
+    assert participant["status"]["S"] == "unsubscribed"
+    drain(ctx)
+    assert [m["body"]["text"]["body"][:14] for m in ctx.sandbox.messages()] == [
+        "Terima kasih s",
+        "Anda berhenti ",
+    ]

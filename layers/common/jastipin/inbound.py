@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -200,7 +200,9 @@ class CommandHandler:
                 ],
                 condition=Participant.participant_id.exists(),
             )
-        except UpdateError:
+        except UpdateError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise  # the table failed: the message comes back from the queue and STOP is applied then
             return texts.not_joined()
         return texts.stopped(trip.title, trip.trip_id)
 
@@ -260,7 +262,9 @@ def apply_status(status: StatusUpdate) -> bool:
             actions=actions,
             condition=NotificationLog.status.is_in(*lower) & (NotificationLog.provider_msg_id == status.id),
         )
-    except UpdateError:
+    except UpdateError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise  # the table failed (throttled, unavailable): the webhook answers 500, Meta retries
         # Duplicate or out of order (the entry is at or past this status), or not logged (yet).
         return False
     return True
@@ -285,8 +289,10 @@ def apply_preference(preference: UserPreference) -> None:
                 ],
                 condition=Contact.wa_key.exists(),
             )
-        except UpdateError:
-            continue
+        except UpdateError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise  # the table failed: the webhook answers 500, Meta delivers it again
+            continue  # no such contact
 
 
 DEDUP_SECONDS = 7 * 24 * 3600  # Meta retries a webhook for up to 7 days
@@ -372,8 +378,19 @@ class InboundProcessor:
         return {"replied": reply is not None}
 
     def handle(self, work: InboundWork) -> bool:
-        """Handle one queued message; False if it was already handled. Raises
-        ``IdempotencyAlreadyInProgressError`` while another instance handles it (the queue retries later)."""
+        """Handle one queued message; False if it was already handled (or is a replay). Raises
+        ``IdempotencyAlreadyInProgressError`` while another instance handles it (the queue retries later).
+
+        A message older than the dedup window is ignored: Meta retries for at most 7 days, so only a replay of
+        a captured, validly signed webhook can be that old — and its idempotency record may have expired
+        (a replayed JOIN would otherwise undo a later STOP)."""
+        age = utcnow() - _message_time(work.message)
+        if age > timedelta(seconds=DEDUP_SECONDS):
+            logger.warning(
+                "inbound message older than the dedup window ignored",
+                extra={"message_id": work.message.id, "age_days": round(age.total_seconds() / 86400, 1)},
+            )
+            return False
         result = self._handle_once(
             key={"message_id": work.message.id}, message=work.message, contacts=work.contacts
         )
