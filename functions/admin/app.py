@@ -11,7 +11,8 @@
 | ``POST /admin/api/queues/{queue}/purge`` | ``{"confirm": "<queue>"}``: delete the queue's waiting messages |
 | ``GET /admin/api/trips/{tripId}/outcomes?limit=50&status=failed`` | the trip's newest log entries |
 
-``{queue}`` is ``notifications``, ``broadcast`` or ``proof_notify``."""
+``{queue}`` is ``notifications``, ``broadcast``, ``proof_notify`` or ``inbound`` (participants' messages
+waiting for the inbound function)."""
 
 from __future__ import annotations
 

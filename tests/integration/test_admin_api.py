@@ -178,7 +178,7 @@ def test_counts_per_queue_and_dlq(admin, ctx, sqs):
     status, payload, _ = admin("GET", "/admin/api/queues")
     assert status == 200
     queues = {q["name"]: q for q in payload["queues"]}
-    assert list(queues) == ["notifications", "broadcast", "proof_notify"]
+    assert list(queues) == ["notifications", "broadcast", "proof_notify", "inbound"]
     notifications = queues["notifications"]
     assert notifications["queue"] == {"visible": 1, "in_flight": 0, "delayed": 1, "oldest_age_seconds": None}
     assert notifications["dlq"]["visible"] == 2 and notifications["dlq"]["in_flight"] == 0
@@ -369,3 +369,28 @@ def test_recent_outcomes_of_a_trip_newest_first_without_pii(admin, ctx):
     assert status == 422 and payload["error"]["field"] == "status"
     status, payload, _ = admin("GET", path, route, {"tripId": "JPN25"}, query={"limit": "many"})
     assert status == 422 and payload["error"]["field"] == "limit"
+
+
+def test_the_inbound_dlq_is_listed_without_the_participant_and_redriven_to_the_inbound_queue(ctx, admin, sqs):
+    from tests.integration.test_api import create_trip
+    from tests.integration.test_webhook_and_sender import drain, inbound
+
+    assert create_trip(ctx)[0] == 201
+    payload = inbound("JOIN jpn25", "wamid.dlq1")
+    value = payload["entry"][0]["changes"][0]["value"]
+    body = json.dumps({"message": value["messages"][0], "contacts": value["contacts"]})
+    sqs.send_message(QueueUrl=url(ctx, "InboundDLQ"), MessageBody=body)  # failed 3 times earlier
+    status, listing, _ = admin(
+        "GET", "/admin/api/queues/inbound/dlq", "/admin/api/queues/{queue}/dlq", {"queue": "inbound"}
+    )
+    assert status == 200
+    (shown,) = listing["messages"]
+    assert shown["readable"] and shown["kind"] == "inbound" and shown["message_type"] == "text"
+    text = json.dumps(listing)
+    assert "6281311112222" not in text and "JOIN" not in text and "wamid" not in text
+    status, result, _ = redrive(admin, "inbound", {"all": True})
+    assert status == 200 and result["moved"] == 1 and depth(sqs, url(ctx, "InboundDLQ")) == 0
+    drain(ctx, "InboundQueue")
+    drain(ctx)
+    (reply,) = ctx.sandbox.messages()
+    assert reply["body"]["text"]["body"].startswith("Terima kasih sudah join!")

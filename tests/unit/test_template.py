@@ -299,18 +299,15 @@ def test_admin_function_has_least_privilege(resources: dict[str, Any]) -> None:
             for i in logical_ids
         }
 
-    dlqs = {
-        resources[q]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
-        for q in MAIN_QUEUES
-    }
+    dlqs = set(of_type(resources, "AWS::SQS::Queue")) - QUEUES_WITH_DLQ
     assert set(granted) == {
         "SQSPollerPolicy",
         "SQSSendMessagePolicy",
         "DynamoDBReadPolicy",
         "SSMParameterWithSlashPrefixReadPolicy",
     }
-    assert granted["SQSPollerPolicy"] == names(*MAIN_QUEUES, *dlqs)  # counts, looks, deletes
-    assert granted["SQSSendMessagePolicy"] == names(*MAIN_QUEUES)  # redrive goes to the main queues only
+    assert granted["SQSPollerPolicy"] == names(*QUEUES_WITH_DLQ, *dlqs)  # counts, looks, deletes
+    assert granted["SQSSendMessagePolicy"] == names(*QUEUES_WITH_DLQ)  # redrive goes to the main queues only
     assert granted["DynamoDBReadPolicy"] == names("NotificationsLogTable", attribute=None)
     assert granted["SSMParameterWithSlashPrefixReadPolicy"] == {
         json.dumps({"Fn::Sub": "${SecretsSsmPrefix}/admin_token"})

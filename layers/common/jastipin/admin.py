@@ -31,6 +31,8 @@ from jastipin.jobs import Job, QueueName
 from jastipin.settings import Settings
 
 SQS_BATCH = 10
+INBOUND = "inbound"  # participants' WhatsApp messages, queued by the webhook for the inbound function
+ADMIN_QUEUES = (*(q.value for q in QueueName), INBOUND)  # the job queues, then the inbound queue
 PEEK_VISIBILITY_SECONDS = 20  # how long a looked-at DLQ message stays hidden if the release fails
 MOVE_VISIBILITY_SECONDS = 60  # hidden while being redriven or purged (released again if not moved)
 MAX_LIST = 100  # DLQ messages listed per request
@@ -171,7 +173,7 @@ def dlq_message_view(message: dict[str, Any], now: float) -> DlqMessage:
     try:
         job = Job.from_body(message.get("Body") or "")
     except (ValidationError, ValueError):
-        return DlqMessage(readable=False, **facts)
+        return _inbound_view(message.get("Body") or "", facts)
     return DlqMessage(
         readable=True,
         job_id=job.job_id,
@@ -182,6 +184,18 @@ def dlq_message_view(message: dict[str, Any], now: float) -> DlqMessage:
         recipients=None if job.is_fan_out else len(job.participants or []),
         **facts,
     )
+
+
+def _inbound_view(body: str, facts: dict[str, Any]) -> DlqMessage:
+    """An inbound-queue message: only its kind and WhatsApp message type (its wamid encodes the sender's
+    number; the text is the participant's)."""
+    from jastipin.inbound import InboundWork
+
+    try:
+        work = InboundWork.model_validate_json(body)
+    except (ValidationError, ValueError):
+        return DlqMessage(readable=False, **facts)
+    return DlqMessage(readable=True, kind=INBOUND, message_type=work.message.type, recipients=1, **facts)
 
 
 def redrive_entry(message: dict[str, Any], index: int, *, fifo: bool) -> dict[str, Any]:
@@ -214,7 +228,7 @@ def normalise_trip_id(raw: str) -> str:
 # ---------------------------------------------------------------------------------------------- queues
 @dataclass(frozen=True)
 class QueuePair:
-    name: QueueName
+    name: str
     url: str
     dlq_url: str
 
@@ -228,21 +242,21 @@ class QueueAdmin:
         self._sqs = sqs_client
         self._clock = clock
         pairs = {
-            QueueName.NOTIFICATIONS: (settings.notifications_queue_url, settings.notifications_dlq_url),
-            QueueName.BROADCAST: (settings.broadcast_queue_url, settings.broadcast_dlq_url),
-            QueueName.PROOF_NOTIFY: (settings.proof_notify_queue_url, settings.proof_notify_dlq_url),
+            QueueName.NOTIFICATIONS.value: (settings.notifications_queue_url, settings.notifications_dlq_url),
+            QueueName.BROADCAST.value: (settings.broadcast_queue_url, settings.broadcast_dlq_url),
+            QueueName.PROOF_NOTIFY.value: (settings.proof_notify_queue_url, settings.proof_notify_dlq_url),
+            INBOUND: (settings.inbound_queue_url, settings.inbound_dlq_url),
         }
         for name, (_, dlq_url) in pairs.items():
             if not dlq_url:
-                raise RuntimeError(f"{name.value.upper()}_DLQ_URL is not configured")
+                raise RuntimeError(f"{name.upper()}_DLQ_URL is not configured")
         self.pairs = {name: QueuePair(name, url, dlq) for name, (url, dlq) in pairs.items()}
 
     def pair(self, name: str) -> QueuePair:
-        try:
-            return self.pairs[QueueName(name)]
-        except ValueError:
-            known = ", ".join(q.value for q in QueueName)
-            raise NotFound(f"no queue '{name[:64]}' (known: {known})", field="queue") from None
+        found = self.pairs.get(name)
+        if found is None:
+            raise NotFound(f"no queue '{name[:64]}' (known: {', '.join(ADMIN_QUEUES)})", field="queue")
+        return found
 
     # -- counts ----------------------------------------------------------------------------------------
     def counts(self, url: str) -> QueueCounts:
@@ -265,10 +279,10 @@ class QueueAdmin:
         for pair in self.pairs.values():
             dlq = self.counts(pair.dlq_url)
             if dlq.visible:  # the age needs a look at the messages (see the module docs)
-                oldest = self.list_dlq(pair.name.value, MAX_LIST).oldest_age_seconds
+                oldest = self.list_dlq(pair.name, MAX_LIST).oldest_age_seconds
                 dlq = dlq.model_copy(update={"oldest_age_seconds": oldest})
             found.append(
-                QueueStats(name=pair.name.value, fifo=pair.fifo, queue=self.counts(pair.url), dlq=dlq)
+                QueueStats(name=pair.name, fifo=pair.fifo, queue=self.counts(pair.url), dlq=dlq)
             )
         return found
 
@@ -303,7 +317,7 @@ class QueueAdmin:
         )
         ages = [m.age_seconds for m in messages if m.age_seconds is not None]
         return DlqListing(
-            queue=pair.name.value,
+            queue=pair.name,
             fifo=pair.fifo,
             messages=messages,
             oldest_age_seconds=max(ages) if ages else None,
@@ -343,7 +357,7 @@ class QueueAdmin:
         not_found = sorted(wanted - set(moved))
         done = (exhausted or remaining == 0) if request.all else not not_found
         return RedriveResult(
-            queue=pair.name.value,
+            queue=pair.name,
             moved=len(moved),
             moved_ids=moved,
             not_found=not_found,
@@ -374,10 +388,10 @@ class QueueAdmin:
         name. Receive-and-delete rather than SQS PurgeQueue: it reports what it deleted, has no once-a-minute
         limit, and needs no permission beyond the poller policy; messages in flight are not taken."""
         pair = self.pair(name)
-        if request.confirm != pair.name.value:
+        if request.confirm != pair.name:
             what = "its DLQ" if target == "dlq" else "the queue"
             raise ConfirmationRequired(
-                f'to purge {what}, send {{"confirm": "{pair.name.value}"}}', field="confirm"
+                f'to purge {what}, send {{"confirm": "{pair.name}"}}', field="confirm"
             )
         url = pair.dlq_url if target == "dlq" else pair.url
         deleted = 0
@@ -391,7 +405,7 @@ class QueueAdmin:
             deleted += len(batch)
         after = self.counts(url)
         return PurgeResult(
-            queue=pair.name.value,
+            queue=pair.name,
             target=target,
             deleted=deleted,
             remaining=after.visible,
