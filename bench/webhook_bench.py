@@ -2,10 +2,13 @@
 
 Through the local runtime: a mix of signed inbound messages and delivery statuses (3 statuses — sent,
 delivered, read — per outbound message, duplicates and out-of-order included) sent open-loop at a fixed rate,
-with the sender's pollers stopped so that only the webhook's own work is counted. Reports p50/p99 latency,
-errors and AWS calls per webhook; then the webhook handler module's cold import (and, for information, that
-plus what its first request imports and builds) next to a bare ``import boto3``, each in fresh interpreters,
-median of several runs. ``--imports-only`` runs just that part.
+with every queue consumer stopped so that only the webhook's own work is timed and counted (on AWS the
+consumers run on other machines; here they would share the two cores). Reports p50/p99 latency, errors and
+AWS calls per webhook. Then the inbound function is started on what the webhook queued: every inbound message
+must be handled (one reply each), with the time that took and its AWS calls per message. Last, the webhook
+handler module's cold import (and, for information, that plus what its first request imports and builds) next
+to a bare ``import boto3``, each in fresh interpreters, median of several runs. ``--imports-only`` runs just
+that part.
 
     PYTHONPATH=layers/common:. .venv/bin/python bench/webhook_bench.py [--rate 100] [--seconds 30]
 
@@ -91,6 +94,13 @@ def build_requests(count: int, outbound: list[dict], participants: int, slug: st
             body = status(*statuses[i % len(statuses)])  # wraps around: duplicates included
         bodies.append(json.dumps(body, separators=(",", ":")).encode())
     return bodies
+
+
+def queue_depth(sqs, url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
 
 
 def load(url: str, bodies: list[bytes], rate: float, secret: str) -> tuple[list[float], int]:
@@ -198,25 +208,46 @@ def main() -> int:
             time.sleep(0.2)
         outbound = runtime.sandbox.messages()
         runtime.wait_idle(60)
-        runtime.stop_pollers()  # count the webhook's own work only
+        runtime.stop_pollers(wait=True)  # time and count the webhook's own work only
         count = int(args.rate * args.seconds)
         bodies = build_requests(count, outbound, args.participants, "hook")
-        # Warm every webhook environment first (cold starts are measured separately below).
-        load(runtime.api.url + "/api/webhooks/whatsapp", bodies[:40], 20, LOCAL_SECRETS["WA_APP_SECRET"])
+        url = runtime.api.url + "/api/webhooks/whatsapp"
+        secret = LOCAL_SECRETS["WA_APP_SECRET"]
+        # Warm every webhook environment first, all at once (cold starts are measured separately below).
+        pool = runtime.pools["WebhookFunction"]
+        # Statuses only: a warmed-up inbound message would be queued twice (harmless, but the duplicate in
+        # flight waits out the visibility timeout before it finds the message handled).
+        load(url, [b for b in bodies if b'"statuses":[{' in b][:40], 1000, secret)
+        assert pool.cold_starts == runtime.config.api_concurrency, pool.cold_starts
         before = runtime.moto.snapshot()
         t0 = time.perf_counter()
-        latencies, errors = load(
-            runtime.api.url + "/api/webhooks/whatsapp", bodies, args.rate, LOCAL_SECRETS["WA_APP_SECRET"]
-        )
+        latencies, errors = load(url, bodies, args.rate, secret)
         wall = time.perf_counter() - t0
         calls = runtime.moto.snapshot() - before
         del calls["amazonsqs.GetQueueAttributes"]
+        assert pool.cold_starts == runtime.config.api_concurrency, "a cold start during the measurement"
+        # What the webhook queued: the inbound function handles it, one reply per inbound message.
+        inbound_ids = {b for b in bodies if b'"messages":[{' in b}
+        sqs = runtime.client("sqs")
+        before = runtime.moto.snapshot()
+        t1 = time.perf_counter()
+        runtime.start_pollers({"InboundFunction"})
+        runtime.wait_idle(300, settle=1.0, queues={"InboundQueue"})
+        drained = time.perf_counter() - t1 - 1.0
+        runtime.stop_pollers(wait=True)
+        inbound_calls = runtime.moto.snapshot() - before
+        replies = queue_depth(sqs, runtime.queue_url("NotificationsQueue"))
+        dlq = queue_depth(sqs, runtime.queue_url("InboundDLQ"))
     boto3_s, module_s, first_s = cold_imports(args.import_runs)
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
     total_calls = sum(calls.values())
     breakdown = ", ".join(f"{name} {n}" for name, n in calls.most_common())
+    for noise in ("amazonsqs.GetQueueAttributes", "amazonsqs.ReceiveMessage"):  # the pollers' own calls
+        inbound_calls.pop(noise, None)
+    inbound_total = sum(inbound_calls.values())
+    inbound_breakdown = ", ".join(f"{name} {n}" for name, n in inbound_calls.most_common())
     rows = [
         (
             f"latency at {args.rate:.0f} webhooks/s for {args.seconds:.0f} s: p50 / p99",
@@ -228,6 +259,18 @@ def main() -> int:
         (
             "AWS calls per webhook (1 inbound : 3 statuses)",
             f"{total_calls} ÷ {count} = **{total_calls / count:.2f}** ({breakdown})",
+            "—",
+        ),
+        (
+            "inbound messages handled afterwards by the inbound function (one reply each; DLQ)",
+            f"**{replies} of {len(inbound_ids)}** replies queued in {drained:.1f} s "
+            f"({len(inbound_ids) / max(drained, 0.001):.0f} messages/s); DLQ {dlq}",
+            "all",
+        ),
+        (
+            "AWS calls per inbound message (inbound function)",
+            f"{inbound_total} ÷ {len(inbound_ids)} = {inbound_total / max(len(inbound_ids), 1):.1f} "
+            f"({inbound_breakdown})",
             "—",
         ),
         (
@@ -243,7 +286,8 @@ def main() -> int:
     ]
     report = (
         f"Webhook benchmark, {started}; {machine()}.\n{count} webhooks (1 in 4 an inbound command, the rest "
-        f"statuses of {len(outbound)} outbound messages), open loop.\n\n" + table(rows) + "\n"
+        f"statuses of {len(outbound)} outbound messages), open loop; queue consumers stopped during the "
+        "load.\n\n" + table(rows) + "\n"
     )
     Path(args.out).write_text(report)
     print(report)
