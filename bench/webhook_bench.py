@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 import statistics
 import subprocess
@@ -138,6 +139,15 @@ def load(url: str, bodies: list[bytes], rate: float, secret: str) -> tuple[list[
     return latencies, errors
 
 
+def load_from_another_process(
+    url: str, bodies: list[bytes], rate: float, secret: str
+) -> tuple[list[float], int]:
+    """``load`` in a process of its own, as Meta is: the client's threads must not share an interpreter lock
+    with the local runtime's HTTP API (this process), or the latency measured would include waiting for it."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(load, (url, bodies, rate, secret))
+
+
 IMPORT_BOTO3 = "import time; t = time.perf_counter(); import boto3; print(time.perf_counter() - t)"
 IMPORT_WEBHOOK = """
 import importlib.util, os, sys, time
@@ -221,7 +231,7 @@ def main() -> int:
         assert pool.cold_starts == runtime.config.api_concurrency, pool.cold_starts
         before = runtime.moto.snapshot()
         t0 = time.perf_counter()
-        latencies, errors = load(url, bodies, args.rate, secret)
+        latencies, errors = load_from_another_process(url, bodies, args.rate, secret)
         wall = time.perf_counter() - t0
         calls = runtime.moto.snapshot() - before
         del calls["amazonsqs.GetQueueAttributes"]
