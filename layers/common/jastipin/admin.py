@@ -281,9 +281,7 @@ class QueueAdmin:
             if dlq.visible:  # the age needs a look at the messages (see the module docs)
                 oldest = self.list_dlq(pair.name, MAX_LIST).oldest_age_seconds
                 dlq = dlq.model_copy(update={"oldest_age_seconds": oldest})
-            found.append(
-                QueueStats(name=pair.name, fifo=pair.fifo, queue=self.counts(pair.url), dlq=dlq)
-            )
+            found.append(QueueStats(name=pair.name, fifo=pair.fifo, queue=self.counts(pair.url), dlq=dlq))
         return found
 
     # -- DLQ ---------------------------------------------------------------------------------------------
@@ -390,9 +388,7 @@ class QueueAdmin:
         pair = self.pair(name)
         if request.confirm != pair.name:
             what = "its DLQ" if target == "dlq" else "the queue"
-            raise ConfirmationRequired(
-                f'to purge {what}, send {{"confirm": "{pair.name}"}}', field="confirm"
-            )
+            raise ConfirmationRequired(f'to purge {what}, send {{"confirm": "{pair.name}"}}', field="confirm")
         url = pair.dlq_url if target == "dlq" else pair.url
         deleted = 0
         exhausted = False
