@@ -1,51 +1,198 @@
 """moto's server in a process of its own (AWS does not share the functions' CPU or interpreter lock, and the
 local runtime's other threads should not share moto's), plus a count of the AWS API calls it served
 (service.Operation → count) for the benchmarks' "AWS calls per …" figures, read over HTTP from
-``/_localrun/calls``."""
+``/_localrun/calls``.
+
+Faults: AWS itself throttles, has bad minutes and rejects calls, and moto never does, so the end-to-end tests
+could not show what the functions do then. ``POST /_localrun/faults`` with a JSON body::
+
+    {"operation": "dynamodb.UpdateItem", "table": "ContactsTable", "status": 400,
+     "error": "ProvisionedThroughputExceededException", "message": "...", "times": 3}
+
+makes the next ``times`` matching calls (null: until cleared) fail with that error, as the service's JSON
+protocol shapes it, so that botocore raises a ``ClientError`` with that code — and retries it first when it is
+a throttling or 5xx error (its retry mode decides how often). ``operation`` is named as in the call counts
+(``dynamodb.BatchWriteItem``, ``amazonsqs.SendMessageBatch``: JSON-protocol calls only); ``table`` (optional)
+is a substring of the request's ``TableName``, of a table in its ``RequestItems``, or of its ``QueueUrl``.
+SQS keeps its query-protocol codes beside the JSON error's type: ``"error":
+"AWS.SimpleQueueService.NonExistentQueue", "type": "QueueDoesNotExist"`` gives that code and the modeled
+``QueueDoesNotExist`` exception (``type`` defaults to ``error``). ``GET`` lists the faults with the uses left
+and how often each fired; ``DELETE`` clears them. The first fault that matches a call (and has uses left)
+decides it."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import multiprocessing
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
+from http.client import responses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
 CALLS_PATH = "/_localrun/calls"
+FAULTS_PATH = "/_localrun/faults"
 _SPAWN = multiprocessing.get_context("spawn")
+# The error body's "__type" as each JSON-protocol service writes it (botocore keeps what follows the "#").
+_ERROR_TYPE_PREFIX = {"dynamodb": "com.amazonaws.dynamodb.v20120810#", "amazonsqs": "com.amazonaws.sqs#"}
+
+
+def _check_fault(fault: Any) -> dict[str, Any]:
+    """Validate a fault (see the module docstring) and return the copy that is stored."""
+    if not isinstance(fault, dict):
+        raise ValueError("a fault must be a JSON object")
+    unknown = set(fault) - {"operation", "table", "error", "type", "status", "message", "times"}
+    if unknown:
+        raise ValueError(f"unknown fault keys: {', '.join(sorted(unknown))}")
+    operation, error, table = fault.get("operation"), fault.get("error"), fault.get("table")
+    if not isinstance(operation, str) or "." not in operation:
+        raise ValueError("fault 'operation' must be 'service.Operation', e.g. 'dynamodb.UpdateItem'")
+    if not isinstance(error, str) or not error:
+        raise ValueError("fault 'error' must be an error code, e.g. 'ProvisionedThroughputExceededException'")
+    if table is not None and (not isinstance(table, str) or not table):
+        raise ValueError("fault 'table' must be a non-empty string or null")
+    error_type = fault.get("type") or error
+    if not isinstance(error_type, str):
+        raise ValueError("fault 'type' must be a string (the modeled error's name)")
+    status = fault.get("status", 400)
+    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+        raise ValueError("fault 'status' must be a 4xx or 5xx status")
+    times = fault.get("times")
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+        raise ValueError("fault 'times' must be a positive integer or null (until cleared)")
+    message = fault.get("message")
+    if message is not None and not isinstance(message, str):
+        raise ValueError("fault 'message' must be a string")
+    return {
+        "operation": operation,
+        "table": table,
+        "error": error,
+        "type": error_type,
+        "status": status,
+        "message": message if message is not None else f"{error} (injected by the local runtime)",
+        "times": times,
+        "injected": 0,
+    }
+
+
+def _request_targets(environ: dict[str, Any]) -> list[str]:
+    """The table names and queue URL a JSON-protocol request names (its body is put back for moto)."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return []
+    if not isinstance(request, dict):
+        return []
+    targets = [str(request[key]) for key in ("TableName", "QueueUrl") if key in request]
+    if isinstance(request.get("RequestItems"), dict):
+        targets += [str(name) for name in request["RequestItems"]]
+    return targets
+
+
+def _error_response(service: str, fault: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The fault as the service would answer it: an AWS JSON-protocol error. SQS speaks JSON but keeps its
+    query-protocol codes: botocore takes the ``ClientError`` code from the ``x-amzn-query-error`` header and
+    the exception class from ``__type``."""
+    error, status = fault["error"], fault["status"]
+    body = json.dumps(
+        {"__type": _ERROR_TYPE_PREFIX.get(service, "") + fault["type"], "message": fault["message"]}
+    )
+    headers = [
+        ("Content-Type", "application/x-amz-json-1.0"),
+        ("x-amzn-RequestId", f"localrun-fault-{time.monotonic_ns()}"),
+        ("x-amzn-ErrorType", fault["type"]),
+    ]
+    if service == "amazonsqs":
+        headers.append(("x-amzn-query-error", f"{error};{'Sender' if status < 500 else 'Receiver'}"))
+    return f"{status} {responses.get(status, 'Error')}", headers, body.encode()
 
 
 def _counting_app() -> Any:
-    """moto's WSGI dispatcher, counting calls, with the backend of a JSON-protocol call (X-Amz-Target
-    "DynamoDB_20120810.UpdateItem", "AmazonSQS.SendMessageBatch") looked up once per target prefix instead
-    of on every request (moto's lookup walks every backend's URL patterns)."""
+    """moto's WSGI dispatcher, counting calls and injecting faults, with the backend of a JSON-protocol call
+    (X-Amz-Target "DynamoDB_20120810.UpdateItem", "AmazonSQS.SendMessageBatch") looked up once per target
+    prefix instead of on every request (moto's lookup walks every backend's URL patterns)."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     dispatcher = DomainDispatcherApplication(create_backend_app)
     calls: Counter[str] = Counter()
+    faults: list[dict[str, Any]] = []
     lock = threading.Lock()
     apps_by_prefix: dict[str, Any] = {}
+
+    def answer(start_response: Any, status: str, payload: Any) -> list[bytes]:
+        body = b"" if payload is None else json.dumps(payload).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def control_faults(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if method == "DELETE":
+            with lock:
+                faults.clear()
+            return answer(start_response, "204 No Content", None)
+        if method == "POST":
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                fault = _check_fault(json.loads(environ["wsgi.input"].read(length) or b"null"))
+            except ValueError as exc:
+                return answer(start_response, "400 Bad Request", {"error": str(exc)})
+            with lock:
+                faults.append(fault)
+            return answer(start_response, "201 Created", fault)
+        with lock:
+            return answer(start_response, "200 OK", {"faults": [dict(f) for f in faults]})
+
+    def injected_fault(service: str, operation: str, environ: dict[str, Any]) -> dict[str, Any] | None:
+        """The fault this call must fail with (one use consumed), if any. Only a call whose operation some
+        fault names has its body parsed: the others pay one look at a (usually empty) list."""
+        name = f"{service}.{operation}"
+        with lock:
+            if not any(f["operation"] == name for f in faults):
+                return None
+        targets = _request_targets(environ)
+        with lock:
+            for fault in faults:
+                if fault["operation"] != name or fault["times"] == 0:
+                    continue
+                if fault["table"] is not None and not any(fault["table"] in t for t in targets):
+                    continue
+                if fault["times"] is not None:
+                    fault["times"] -= 1
+                fault["injected"] += 1
+                return dict(fault)
+        return None
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
         if path == CALLS_PATH:
             with lock:
-                body = json.dumps(dict(calls)).encode()
-            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-            start_response("200 OK", headers)
-            return [body]
+                return answer(start_response, "200 OK", dict(calls))
+        if path == FAULTS_PATH:
+            return control_faults(environ, start_response)
         target = environ.get("HTTP_X_AMZ_TARGET")
         if target:
             prefix, _, operation = target.partition(".")
             service = "dynamodb" if prefix.startswith("DynamoDB_") else prefix.lower()
             with lock:
                 calls[f"{service}.{operation}"] += 1
+            fault = injected_fault(service, operation, environ) if faults else None
+            if fault is not None:
+                status, headers, body = _error_response(service, fault)
+                start_response(status, [*headers, ("Content-Length", str(len(body)))])
+                return [body]
             backend_app = apps_by_prefix.get(prefix)
             if backend_app is None:
                 backend_app = apps_by_prefix[prefix] = dispatcher.get_application(environ)
@@ -145,6 +292,10 @@ class _Server(ThreadingHTTPServer):
 
 def _serve(host: str, port: int, ready: Any) -> None:
     handler = type("Handler", (_KeepAliveWSGIHandler,), {"app": staticmethod(_counting_app())})
+    # moto's modules are ~70,000 objects that never die: out of the collector's sight, and collections made
+    # rarer, a full collection no longer stalls every call in flight for tens of milliseconds.
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     server = _Server((host, port), handler)
     ready.set()
     server.serve_forever()
@@ -184,6 +335,44 @@ class MotoProcess:
     def snapshot(self) -> Counter[str]:
         with urllib.request.urlopen(self.url + CALLS_PATH, timeout=10) as response:  # noqa: S310 - loopback
             return Counter(json.loads(response.read()))
+
+    def add_fault(
+        self,
+        operation: str,
+        error: str,
+        *,
+        table: str | None = None,
+        error_type: str | None = None,
+        status: int = 400,
+        message: str | None = None,
+        times: int | None = None,
+    ) -> dict[str, Any]:
+        """Fail the next ``times`` calls of ``operation`` (None: until cleared) with ``error``; ``table``, a
+        substring of the table name or queue URL, narrows it (see the module docstring). Returns the fault."""
+        fault = {"operation": operation, "table": table, "error": error, "status": status, "times": times}
+        if error_type is not None:
+            fault["type"] = error_type
+        if message is not None:
+            fault["message"] = message
+        return self._faults_call("POST", fault)
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The faults with their uses left (``times``) and how often each fired (``injected``)."""
+        return self._faults_call("GET")["faults"]
+
+    def clear_faults(self) -> None:
+        self._faults_call("DELETE")
+
+    def _faults_call(self, method: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.url + FAULTS_PATH, data=data, method=method)  # noqa: S310
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            raise ValueError(exc.read().decode(errors="replace")) from None
+        return json.loads(body) if body else None
 
     def stop(self) -> None:
         if self._process is None:

@@ -10,9 +10,10 @@ the log at the start) are never sent again when SQS redelivers a message.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -242,14 +243,27 @@ class Sender:
     ) -> tuple[list[Outcome], list[Recipient], bool]:
         """Send to each recipient once (concurrently, under the rate limit)."""
         halted = False
+        stopped = False  # a log write (or the rate limiter) failed: start no more sends
         not_started: list[Recipient] = []
 
         latest_start = deadline.latest_start(self.settings.wa_timeout_seconds)
+        # No more than LOG_FLUSH_SIZE + send_concurrency sends are ever unlogged (made or in flight): a send
+        # takes a slot, the log write of its outcome frees it. A crash, or a log that cannot be written, then
+        # re-sends at most that many when SQS redelivers the chunk (README, Reliability); without the slots,
+        # sends ran on for as long as a slow or failing write took (the SDK retries one for seconds).
+        unlogged_slots = threading.Semaphore(LOG_FLUSH_SIZE + self.settings.send_concurrency)
 
         def send_one(r: Recipient) -> Outcome | None:
+            unlogged_slots.acquire()
+            outcome = try_send(r)
+            if outcome is None:
+                unlogged_slots.release()  # nothing was sent: nothing to log
+            return outcome
+
+        def try_send(r: Recipient) -> Outcome | None:
             nonlocal halted
-            if halted or not self.limiter.acquire(latest_start) or halted:
-                return None  # halted, or no send slot before the invocation must stop
+            if halted or stopped or not self.limiter.acquire(latest_start) or halted or stopped:
+                return None  # halted or stopped, or no send slot before the invocation must stop
             attempt = attempts.get(r.id, 0) + 1
             attempts[r.id] = attempt
             try:
@@ -265,8 +279,8 @@ class Sender:
             return Outcome(r, LogStatus.SENT, attempt, provider_msg_id=wamid)
 
         # Outcomes are logged as they complete, up to LOG_FLUSH_SIZE per BatchWriteItem and at least every
-        # LOG_FLUSH_SECONDS: a crash
-        # re-sends at most the sends since the last flush, and status callbacks rarely beat the log entry.
+        # LOG_FLUSH_SECONDS: a crash re-sends at most the sends since the last flush, and status callbacks
+        # rarely beat the log entry.
         outcomes: list[Outcome] = []
         unlogged: list[Outcome] = []
         oldest = 0.0
@@ -284,7 +298,17 @@ class Sender:
                 unlogged.append(outcome)
                 if len(unlogged) >= LOG_FLUSH_SIZE or time.monotonic() - oldest >= LOG_FLUSH_SECONDS:
                     self._write_log(job, unlogged)
+                    unlogged_slots.release(len(unlogged))
                     unlogged = []
+        except BaseException:
+            # The message goes back to SQS: start nothing more (each further send would be made again on the
+            # redelivery, unlogged), and let the sends in flight end before the invocation does.
+            stopped = True
+            for future in futures:
+                future.cancel()
+            unlogged_slots.release(len(futures))  # wakes the sends waiting for a slot: they stop
+            wait(futures)
+            raise
         finally:
             self.limiter.release()
         if unlogged:
