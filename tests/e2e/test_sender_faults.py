@@ -137,7 +137,11 @@ def test_window_closed_and_unsubscribed_are_skipped(runtime, sandbox):
     ids = seed_participants(runtime, "skips", 2, start=400)
     old = seed_participants(runtime, "skips", 1, start=402, inbound_hours_ago=30)
     sandbox.send_inbound(from_phone=digits(401), text="STOP")
-    time.sleep(0.5)
+    stopped = f"+{digits(401)}"
+    deadline = time.monotonic() + 30
+    while not any("berhenti" in m["body"]["text"]["body"] for m in sandbox.messages(to=stopped)):
+        assert time.monotonic() < deadline, "the STOP was not answered"  # handled by the inbound function
+        time.sleep(0.1)
     job = upload_product(runtime, "skips")
     items = wait_for_log(runtime, job, 2)  # the unsubscribed one is no longer an active participant
     outcome = {i["participant_id"]["S"]: (i["status"]["S"], i.get("reason", {}).get("S")) for i in items}
