@@ -10,6 +10,7 @@ function Meta waits for. Lambda's active tracing (template.yaml) still traces ev
 
 from __future__ import annotations
 
+import gc
 import hmac
 
 from aws_lambda_powertools import Logger
@@ -75,7 +76,19 @@ def receive():
     return json_response(200, {"status": "ok", **summary})
 
 
+_frozen = False
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @observability.report_errors
 def handler(event: dict, context: LambdaContext) -> dict:
-    return app.resolve(event, context)
+    global _frozen
+    try:
+        return app.resolve(event, context)
+    finally:
+        if not _frozen:
+            # After the first request everything loaded so far (modules, boto3 clients and their service
+            # models: ~130,000 objects) lives as long as the environment: moved out of the collector's sight,
+            # a full collection no longer walks it (~40-80 ms, at the tail of the latency Meta sees).
+            gc.freeze()
+            _frozen = True
