@@ -254,7 +254,11 @@ class Sender:
         unlogged_slots = threading.Semaphore(LOG_FLUSH_SIZE + self.settings.send_concurrency)
 
         def send_one(r: Recipient) -> Outcome | None:
-            unlogged_slots.acquire()
+            # Wait for a slot no later than a send may start: past that the recipient is left for the next
+            # invocation (requeued), as when the rate limiter has no slot in time.
+            wait_s = None if latest_start is None else max(0.0, latest_start - time.time())
+            if not unlogged_slots.acquire(timeout=wait_s):
+                return None
             outcome = try_send(r)
             if outcome is None:
                 unlogged_slots.release()  # nothing was sent: nothing to log
