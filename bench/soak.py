@@ -177,7 +177,7 @@ def main() -> int:
         fan_out_s = time.perf_counter() - t0
         load.stop()
         webhook_s = time.perf_counter() - t0 + 5
-        runtime.wait_idle(300, settle=2.0)
+        runtime.wait_idle(args.timeout, settle=2.0)  # the inbound backlog drains after the load
         # The end state.
         entries = log_entries(runtime, job_id)
         outcomes = Counter(e["status"]["S"] for e in entries)
