@@ -5,12 +5,12 @@ export PYTHONPATH := $(CURDIR)/layers/common:$(CURDIR)
 export AWS_DEFAULT_REGION ?= ap-southeast-3
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint format validate unit integration e2e bench build clean
+.PHONY: run test lint format validate unit integration e2e artefact bench build deploy smoke sam-invoke lock clean
 
 run:  ## run the whole system locally (moto + WhatsApp sandbox), Ctrl-C to stop
 	@$(PY) -m localrun $(ARGS)
 
-test:  ## everything CI runs: lint, template validation, unit, integration, end-to-end
+test:  ## everything CI runs: lint, template validation, unit, integration, built artefact, end-to-end (~10 min)
 	@PY=$(PY); set -e; \
 	echo "== lint"; $$PY -m ruff check .; $$PY -m ruff format --check .; \
 	bash scripts/browser.sh; \
@@ -24,7 +24,7 @@ format:
 	@$(PY) -m ruff format . && $(PY) -m ruff check --fix .
 
 validate:  ## sam validate --lint and cfn-lint (also run by the tests)
-	@.venv/bin/sam validate --lint && .venv/bin/cfn-lint template.yaml
+	@BIN=$$(dirname $(PY)); $$BIN/sam validate --lint && $$BIN/cfn-lint template.yaml
 
 unit:
 	@$(PY) -m pytest tests/unit -q
@@ -35,8 +35,24 @@ integration:
 e2e:  ## the local runtime over HTTP, and the admin page in headless Chromium (scripts/browser.sh installs it)
 	@bash scripts/browser.sh && $(PY) -m pytest tests/e2e -q
 
-build:  ## sam build (needs a Python 3.12 on PATH, see README)
-	@PYENV_VERSION=$${PYENV_VERSION:-3.12.1:3.11.7} .venv/bin/sam build
+artefact:  ## sam build, then every events/ file through the built handlers in a bare interpreter (no Docker)
+	@$(PY) -m pytest tests/artefact -q -s
+
+build:  ## sam build into .aws-sam/build, Python files compiled (needs a Python 3.12, see README)
+	@$(PY) -m localrun.artefact
+
+deploy: build  ## sam deploy: --guided the first time (no samconfig.toml yet), see docs/deploy.md
+	@BIN=$$(dirname $(PY)); if [ -f samconfig.toml ]; then $$BIN/sam deploy $(ARGS); \
+	else $$BIN/sam deploy --guided $(ARGS); fi
+
+smoke:  ## smoke-test a deployed stack: make smoke ARGS="--stack-name jastipin-dev" (docs/deploy.md)
+	@$(PY) scripts/smoke.py $(ARGS)
+
+sam-invoke: build  ## every events/ file through `sam local invoke` (Docker) against `make run` (docs/sam-local.md)
+	@$(PY) scripts/sam_invoke.py $(ARGS)
+
+lock:  ## re-make layers/common/requirements.txt (the runtime lock) from requirements.in
+	@bash scripts/lock.sh
 
 clean:
 	rm -rf .venv .aws-sam .pytest_cache .ruff_cache

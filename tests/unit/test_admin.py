@@ -160,23 +160,38 @@ def test_purge_refuses_without_the_queue_name(queues, settings):
     assert result.deleted == 1 and result.done is True and result.target == "dlq"
 
 
-def test_settings_fetch_only_the_secrets_a_function_may_read(aws, monkeypatch):
-    from jastipin.settings import Settings, load_secrets
+def test_secrets_are_read_from_ssm_one_by_one_on_first_use(aws, monkeypatch):
+    from aws_lambda_powertools.utilities import parameters
+
+    from jastipin.settings import get_settings
     from tests.conftest import settings_env
 
-    ssm = boto3.client("ssm")
-    for name in ("admin_token", "api_token", "wa_access_token"):
-        ssm.put_parameter(Name=f"/jastipin/test/{name}", Value=f"ssm-{name}", Type="SecureString")
-    env = settings_env(aws, SECRETS_SSM_PREFIX="/jastipin/test", SSM_SECRETS="admin_token")
-    for name in ("API_TOKEN", "ADMIN_TOKEN", "WA_ACCESS_TOKEN", "WA_APP_SECRET", "WA_VERIFY_TOKEN"):
+    env = settings_env(aws, SECRETS_SSM_PREFIX="/jastipin/test", API_TOKEN="from-env")
+    for name in ("ADMIN_TOKEN", "WA_ACCESS_TOKEN", "WA_APP_SECRET", "WA_VERIFY_TOKEN"):
         env.pop(name)
+        monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    for name in ("API_TOKEN", "ADMIN_TOKEN", "WA_ACCESS_TOKEN", "WA_APP_SECRET", "WA_VERIFY_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    settings = load_secrets(Settings())  # type: ignore[call-arg]
-    assert settings.secret("admin_token") == "ssm-admin_token"
-    assert settings.api_token is None and settings.wa_access_token is None
-    monkeypatch.delenv("SSM_SECRETS")
-    everything = load_secrets(Settings())  # type: ignore[call-arg]
-    assert everything.secret("api_token") == "ssm-api_token"
+    parameters.clear_caches()
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()  # no parameter exists yet: reading the settings asks SSM for nothing
+        ssm = boto3.client("ssm")
+        for name in ("admin_token", "api_token"):
+            ssm.put_parameter(Name=f"/jastipin/test/{name}", Value=f"ssm-{name}", Type="SecureString")
+        assert settings.secret("admin_token") == "ssm-admin_token"
+        assert settings.secret("api_token") == "from-env"  # an env var wins
+        with pytest.raises(RuntimeError, match="/jastipin/test/wa_access_token"):
+            settings.secret("wa_access_token")
+        # Cached for SECRET_MAX_AGE_SECONDS: a rotated value is seen once the cache expires.
+        ssm.put_parameter(
+            Name="/jastipin/test/admin_token", Value="rotated", Type="SecureString", Overwrite=True
+        )
+        assert settings.secret("admin_token") == "ssm-admin_token"
+        parameters.clear_caches()
+        assert settings.secret("admin_token") == "rotated"
+        with pytest.raises(ValueError, match="unknown secret"):
+            settings.secret("trips_table")
+    finally:
+        parameters.clear_caches()
+        get_settings.cache_clear()

@@ -57,6 +57,7 @@ EXPECTED_ENV = {
     "BROADCAST_QUEUE_URL",
     "PROOF_NOTIFY_QUEUE_URL",
     "INBOUND_QUEUE_URL",
+    "AWS_ENDPOINT_URL",
     "NOTIFICATIONS_DLQ_URL",
     "BROADCAST_DLQ_URL",
     "PROOF_NOTIFY_DLQ_URL",
@@ -135,7 +136,7 @@ def load_event(name: str) -> dict[str, Any]:
 
 
 def all_event_files() -> list[str]:
-    return sorted(p.name for p in EVENTS.glob("*.json"))
+    return sorted(p.name for p in EVENTS.glob("*.json") if p.name != "manifest.json")
 
 
 def ref_target(value: Any) -> str:
@@ -312,7 +313,7 @@ def test_admin_function_has_least_privilege(resources: dict[str, Any]) -> None:
     assert granted["SSMParameterWithSlashPrefixReadPolicy"] == {
         json.dumps({"Fn::Sub": "${SecretsSsmPrefix}/admin_token"})
     }
-    assert props["Environment"]["Variables"] == {"SSM_SECRETS": "admin_token"}
+    assert "Environment" not in props  # secrets are read one by one as requests need them
 
 
 def test_every_route_exists_with_the_right_function(resources: dict[str, Any]) -> None:
@@ -420,6 +421,29 @@ def test_there_is_an_event_for_every_route_and_queue(resources: dict[str, Any]) 
     readme = (EVENTS / "README.md").read_text(encoding="utf-8")
     for name in all_event_files():
         assert f"events/{name}" in readme, f"{name} missing from events/README.md"
+
+
+def test_the_manifest_runs_every_event_once_with_the_function_that_takes_it(
+    resources: dict[str, Any],
+) -> None:
+    from localrun.events import load_cases
+
+    cases = load_cases()
+    assert sorted(c.file for c in cases) == all_event_files()
+    queue_function = {
+        props["Queue"]["Fn::GetAtt"][0]: fn_name for fn_name, _, props in events_of_type(resources, "SQS")
+    }
+    for case in cases:
+        event = load_event(case.file)
+        if "Records" in event:
+            queue = event["Records"][0]["eventSourceARN"].rsplit(":", 1)[1].removesuffix(".fifo")
+            assert queue_function[queue] == case.function, case.file
+            assert set(case.expect) == {"batchItemFailures"}, case.file
+        elif event["routeKey"] == "$default":
+            assert case.function == "WebhookFunction", case.file
+        else:
+            assert template_routes(resources)[event["routeKey"]] == case.function, case.file
+            assert "status" in case.expect, case.file
 
 
 @pytest.mark.parametrize("name", all_event_files())

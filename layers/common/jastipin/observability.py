@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
 import threading
 import time
@@ -140,12 +141,11 @@ def scrub_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any] | None = None) 
 def init_sentry(dsn: str | None = None) -> bool:
     """Initialise Sentry once per container when a DSN is configured; returns whether Sentry is on.
 
-    ``dsn`` defaults to the settings' ``SENTRY_DSN``; sentry-sdk is imported only when one is set."""
+    ``dsn`` defaults to the ``SENTRY_DSN`` env var, read directly (each handler module calls this at import,
+    which must need no other setting and no network); sentry-sdk is imported only when a DSN is set."""
     global _sentry_on
     if dsn is None:
-        from jastipin.settings import get_settings
-
-        dsn = get_settings().sentry_dsn
+        dsn = os.environ.get("SENTRY_DSN", "").strip()
     if not dsn:
         return False
     with _sentry_lock:

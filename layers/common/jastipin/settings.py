@@ -1,7 +1,8 @@
 """Configuration: one pydantic-settings model read from the environment once per process.
 
 Secrets (WhatsApp token, app secret, verify token, API tokens) come from env vars locally and from SSM
-SecureString parameters under ``SECRETS_SSM_PREFIX`` on AWS (see ``load_secrets``).
+SecureString parameters under ``SECRETS_SSM_PREFIX`` on AWS, each read on first use (see ``Settings.secret``):
+importing a handler or reading the settings never touches the network.
 """
 
 from __future__ import annotations
@@ -47,11 +48,8 @@ class Settings(BaseSettings):
     wa_phone_number_id: str
     wa_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    # Secrets: env vars locally; fetched from SSM when secrets_ssm_prefix is set and the env var is not.
+    # Secrets: env vars locally; on AWS read from SSM (<prefix>/<name>) on first use, see ``secret``.
     secrets_ssm_prefix: str = ""
-    # Which secrets this function fetches from SSM (comma-separated): a function whose IAM policy grants only
-    # some of them (the admin function: admin_token) must not ask for the others.
-    ssm_secrets: str = ",".join(SECRET_NAMES)
     wa_access_token: SecretStr | None = None
     wa_app_secret: SecretStr | None = None
     wa_verify_token: SecretStr | None = None
@@ -95,31 +93,36 @@ class Settings(BaseSettings):
         return value
 
     def secret(self, name: str) -> str:
+        """The secret's value: from its env var when set, else (on AWS) from SSM on first use.
+
+        Nothing is fetched while a handler module is imported or settings are read: a function asks SSM only
+        for the secrets its code path uses, once per ``SECRET_MAX_AGE_SECONDS`` (Powertools' cache), so a
+        rotated value is picked up within that time without a deploy."""
+        if name not in SECRET_NAMES:
+            raise ValueError(f"unknown secret {name!r}")
         value = getattr(self, name)
-        if value is None:
-            raise RuntimeError(f"secret {name.upper()} is not configured")
-        return value.get_secret_value()
+        if value is not None:
+            return value.get_secret_value()
+        if self.secrets_ssm_prefix:
+            return fetch_ssm_secret(f"{self.secrets_ssm_prefix.rstrip('/')}/{name}")
+        raise RuntimeError(f"secret {name.upper()} is not configured (env var or SECRETS_SSM_PREFIX)")
 
 
-def load_secrets(settings: Settings) -> Settings:
-    """Fill missing secrets from SSM (``<prefix>/<name>``, decrypted), leaving env-provided ones alone."""
-    wanted = {name.strip() for name in settings.ssm_secrets.split(",")} & set(SECRET_NAMES)
-    missing = [name for name in SECRET_NAMES if name in wanted and getattr(settings, name) is None]
-    if not missing or not settings.secrets_ssm_prefix:
-        return settings
+SECRET_MAX_AGE_SECONDS = 300
+
+
+def fetch_ssm_secret(path: str) -> str:
+    """One SecureString parameter, decrypted, cached for ``SECRET_MAX_AGE_SECONDS`` per container."""
     from aws_lambda_powertools.utilities import parameters
 
-    prefix = settings.secrets_ssm_prefix.rstrip("/")
-    found = parameters.get_parameters_by_name(
-        parameters={f"{prefix}/{name}": {} for name in missing},
-        decrypt=True,
-        max_age=300,
-        raise_on_error=False,
-    )
-    updates = {name: SecretStr(found[f"{prefix}/{name}"]) for name in missing if f"{prefix}/{name}" in found}
-    return settings.model_copy(update=updates)
+    try:
+        value = parameters.get_parameter(path, decrypt=True, max_age=SECRET_MAX_AGE_SECONDS)
+    except parameters.exceptions.GetParameterError as exc:
+        raise RuntimeError(f"secret {path} could not be read from SSM: {exc}") from exc
+    return str(value)
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return load_secrets(Settings())  # type: ignore[call-arg]  # values come from the environment
+    """Read from the environment only: no network (secrets are fetched by ``Settings.secret`` when used)."""
+    return Settings()  # type: ignore[call-arg]  # values come from the environment
