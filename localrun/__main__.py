@@ -6,13 +6,27 @@ import argparse
 import os
 import signal
 import sys
-import threading
+import time
+from typing import Any
 
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig
+from localrun.runtime import LOCAL_SECRETS, LocalRuntime, PortInUseError, RuntimeConfig
+
+# What each server's port is called in messages, and the option that sets it.
+PORT_OPTIONS = {
+    "api": ("HTTP API", "--api-port"),
+    "sandbox": ("WhatsApp sandbox", "--sandbox-port"),
+    "moto": ("moto", "--moto-port"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> RuntimeConfig:
     parser = argparse.ArgumentParser(prog="python -m localrun", description=__doc__)
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("JASTIPIN_HOST", "127.0.0.1"),
+        help="the address the HTTP API, the WhatsApp sandbox and moto listen on; 0.0.0.0 lets containers "
+        "(sam local invoke) reach them (the URLs shown still name 127.0.0.1)",
+    )
     parser.add_argument("--api-port", type=int, default=int(os.environ.get("JASTIPIN_API_PORT", 3000)))
     parser.add_argument(
         "--sandbox-port", type=int, default=int(os.environ.get("JASTIPIN_SANDBOX_PORT", 8900))
@@ -59,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> RuntimeConfig:
                 parser.error(f"--whatsapp-url needs {name} in the environment")
             env.setdefault(name, os.environ[name])
     return RuntimeConfig(
+        host=args.host,
         api_port=args.api_port,
         sandbox_port=args.sandbox_port,
         moto_port=args.moto_port,
@@ -84,6 +99,11 @@ def banner(runtime: LocalRuntime) -> str:
         f"  AWS (moto)        {runtime.moto_url}   (region {runtime.config.region})",
         f"  Admin page        {api}/admin/queues   (admin token: {admin_token})",
         f"  queues            {', '.join(sorted(runtime.stack.queues))}",  # type: ignore[union-attr]
+    ]
+    if runtime.config.host != "127.0.0.1":
+        every = "   (every address of this machine)" if runtime.config.host == "0.0.0.0" else ""
+        lines.append(f"  Listening on      {runtime.config.host}{every}")
+    lines += [
         "",
         "Try it (another terminal):",
         f"  curl -s -X POST {api}/api/trips -H 'Authorization: Bearer {token}' \\",
@@ -101,21 +121,37 @@ def banner(runtime: LocalRuntime) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGINT or SIGTERM: stop everything, in order; those that follow are ignored (it takes seconds)."""
+    for other in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(other, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def port_in_use_message(exc: PortInUseError) -> str:
+    name, option = PORT_OPTIONS[exc.server]
+    return (
+        f"error: port {exc.port} ({name}, {option}) on {exc.host} is already in use; "
+        f"stop what holds it or choose another with {option}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     runtime = LocalRuntime(config)
-    stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored)
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, _interrupt)
     try:
-        runtime.start()
+        runtime.start()  # if it fails or is interrupted, it stops what it had started
         print(banner(runtime), flush=True)
-        while not stop.wait(0.5):
-            pass
+        while True:
+            time.sleep(3600)
+    except PortInUseError as exc:
+        print(port_in_use_message(exc), file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
-        pass
-    finally:
         print("stopping...", file=sys.stderr, flush=True)
+    finally:
         runtime.stop()
     return 0
 

@@ -58,8 +58,9 @@ class LocalHttpApi:
 
     @property
     def url(self) -> str:
+        """Base URL; it names 127.0.0.1 when the server listens on 0.0.0.0 (every address)."""
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
 
     def start(self) -> LocalHttpApi:
         self._thread = threading.Thread(target=self.server.serve_forever, name="http-api", daemon=True)
@@ -67,7 +68,10 @@ class LocalHttpApi:
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        """Stop serving and close the socket; also for a server that never started."""
+        if self._thread is not None:
+            self.server.shutdown()
+            self._thread = None
         self.server.server_close()
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:

@@ -91,7 +91,11 @@ class _Worker:
         if not self.conn.poll(start_timeout):
             self.kill()
             raise FunctionError(f"{spec['name']}: init did not finish in {start_timeout:.0f}s")
-        status, detail = self.conn.recv()
+        try:
+            status, detail = self.conn.recv()
+        except (EOFError, OSError):  # the worker died while importing (killed, or the runtime stopping)
+            self.kill()
+            raise FunctionError(f"{spec['name']}: worker died during init") from None
         if status != "ready":
             self.kill()
             raise FunctionError(f"{spec['name']}: init failed\n{detail}")

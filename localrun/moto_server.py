@@ -26,6 +26,8 @@ import gc
 import io
 import json
 import multiprocessing
+import os
+import signal
 import sys
 import threading
 import time
@@ -290,43 +292,76 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 512
 
 
-def _serve(host: str, port: int, ready: Any) -> None:
-    handler = type("Handler", (_KeepAliveWSGIHandler,), {"app": staticmethod(_counting_app())})
+def _serve(host: str, port: int, report: Any) -> None:
+    """The moto process: listen, send ``None`` on ``report`` once ready (or the bind error's errno and
+    text, at once, and end), then serve."""
+    # Ctrl-C at a terminal reaches the whole process group; the parent stops this process in its turn.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+    handler: Any = type("Handler", (_KeepAliveWSGIHandler,), {})
+    try:
+        server = _Server((host, port), handler)
+    except OSError as exc:
+        report.send((exc.errno, exc.strerror))
+        return
+    handler.app = staticmethod(_counting_app())
     # moto's modules are ~70,000 objects that never die: out of the collector's sight, and collections made
     # rarer, a full collection no longer stalls every call in flight for tens of milliseconds.
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    server = _Server((host, port), handler)
-    ready.set()
+    report.send(None)
     server.serve_forever()
 
 
+def _exit_with_parent() -> None:
+    """End the moto process once its parent has ended, however it ended (even killed, so never stopped)."""
+    parent = multiprocessing.parent_process()
+    assert parent is not None
+    parent.join()
+    os._exit(0)
+
+
 class MotoProcess:
-    """A moto server on 127.0.0.1:port in a spawned child process; state lives (and dies) with it."""
+    """A moto server on host:port (127.0.0.1 by default) in a spawned child process; state lives (and dies)
+    with it. ``url`` names 127.0.0.1 when the host is 0.0.0.0 (every address)."""
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.host, self.port = host, port
-        self.url = f"http://{host}:{port}"
+        self.url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
         self._process: Any = None
 
     def start(self, timeout: float = 60.0) -> MotoProcess:
-        ready = _SPAWN.Event()
+        """Start the server and wait until it answers. Raises OSError (errno EADDRINUSE: the port is taken)
+        as soon as the server fails to listen; the child process has ended then."""
+        reader, writer = _SPAWN.Pipe(duplex=False)
         self._process = _SPAWN.Process(
-            target=_serve, args=(self.host, self.port, ready), name="moto", daemon=True
+            target=_serve, args=(self.host, self.port, writer), name="moto", daemon=True
         )
-        self._process.start()
-        if not ready.wait(timeout):
-            self.stop()
-            raise RuntimeError(f"moto server did not start on {self.url} within {timeout:.0f}s")
-        deadline = time.monotonic() + timeout
-        while True:  # the socket listens once make_server returned; make sure it answers
+        try:
+            self._process.start()
+            writer.close()  # the child holds the only writer now: its death reads as EOF
+            if not reader.poll(timeout):
+                raise RuntimeError(f"moto server did not start on {self.url} within {timeout:.0f}s")
             try:
-                self.snapshot()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                error = reader.recv()
+            except EOFError:
+                raise RuntimeError(f"moto server on {self.url} exited while starting") from None
+            if error is not None:
+                raise OSError(error[0], f"moto server cannot listen on {self.host}:{self.port}: {error[1]}")
+            deadline = time.monotonic() + timeout
+            while True:  # the socket listens; make sure the server answers
+                try:
+                    self.snapshot()
+                    return self
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            reader.close()
 
     @property
     def pid(self) -> int | None:

@@ -6,9 +6,13 @@ Used by ``python -m localrun`` (the "run locally" command), the end-to-end tests
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +44,54 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortInUseError(OSError):
+    """A port one of the runtime's servers ("api", "sandbox" or "moto") is to listen on is taken."""
+
+    def __init__(self, server: str, host: str, port: int) -> None:
+        super().__init__(errno.EADDRINUSE, f"port {port} ({server}) on {host} is already in use")
+        self.server, self.host, self.port = server, host, port
+
+
+def check_ports(host: str, ports: dict[str, int]) -> None:
+    """Raise PortInUseError for the first of ``ports`` (server name → port; 0: any free port) that cannot be
+    bound on ``host``. They are bound as the servers bind them (SO_REUSEADDR) and held together, so a port
+    given to two servers is found too."""
+    with contextlib.ExitStack() as held:
+        for server, port in ports.items():
+            if port:
+                sock = held.enter_context(socket.socket())
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                with _listening(server, host, port):
+                    sock.bind((host, port))
+                    sock.listen()
+
+
+@contextlib.contextmanager
+def _listening(server: str, host: str, port: int) -> Iterator[None]:
+    """Turn a failure to bind a port that is taken into PortInUseError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or isinstance(exc, PortInUseError):
+            raise
+        raise PortInUseError(server, host, port) from None
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread meanwhile. The threads started meanwhile keep it blocked, and so do the
+    processes they start (the functions' workers): Ctrl-C at a terminal reaches every process in its group,
+    and so only the main thread acts on it (``python -m localrun`` then stops everything in order)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @dataclass
 class RuntimeConfig:
+    host: str = "127.0.0.1"  # what the servers listen on; URLs name 127.0.0.1 when it is 0.0.0.0
     api_port: int = 3000
     sandbox_port: int = 8900
     moto_port: int = 5001
@@ -71,24 +121,51 @@ class LocalRuntime:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> LocalRuntime:
+        """Start everything. Raises PortInUseError, before starting anything, when a port is taken; if
+        starting fails (or is interrupted) later, what had started is stopped."""
+        cfg = self.config
+        ports = {"moto": cfg.moto_port, "api": cfg.api_port}
+        if cfg.whatsapp_url is None:
+            ports["sandbox"] = cfg.sandbox_port
+        check_ports(cfg.host, ports)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         from localrun.moto_server import MotoProcess
 
         cfg = self.config
         # A fresh moto process per runtime: a clean slate, and a CPU (and interpreter lock) of its own.
-        self.moto = MotoProcess(port=cfg.moto_port or free_port()).start()
+        moto_port = cfg.moto_port or free_port()
+        with _listening("moto", cfg.host, moto_port):
+            self.moto = MotoProcess(port=moto_port, host=cfg.host).start()
         self.moto_url = self.moto.url
         for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
             os.environ.setdefault(name, value)
         self.stack = LocalStack(
             cfg.template, self.moto_url, cfg.region, cfg.parameters, visibility_timeout=cfg.visibility_timeout
         ).create()
-        functions = self.stack.functions()
+        # Not before moto's start: the first process started also starts multiprocessing's resource tracker,
+        # which unblocks SIGINT in the thread starting it.
+        with _sigint_blocked():
+            self._start_servers()
 
-        self.api = LocalHttpApi([], port=cfg.api_port)
+    def _start_servers(self) -> None:
+        """The HTTP API, the sandbox, the functions' pools and the pollers (their threads block SIGINT)."""
+        cfg = self.config
+        assert self.stack is not None
+        functions = self.stack.functions()
+        with _listening("api", cfg.host, cfg.api_port):
+            self.api = LocalHttpApi([], host=cfg.host, port=cfg.api_port)
         secrets = {**LOCAL_SECRETS, **{k: v for k, v in cfg.env.items() if k in LOCAL_SECRETS}}
         phone_number_id = cfg.env.get("WA_PHONE_NUMBER_ID") or self.stack.parameters["WhatsAppPhoneNumberId"]
         if cfg.whatsapp_url is None:
-            self.sandbox = WhatsAppSandbox(
+            sandbox = WhatsAppSandbox(
+                host=cfg.host,
                 port=cfg.sandbox_port,
                 access_token=secrets["WA_ACCESS_TOKEN"],
                 phone_number_id=phone_number_id,
@@ -96,7 +173,9 @@ class LocalRuntime:
                 webhook_url=self.api.url + WEBHOOK_PATH,
                 status_callbacks=cfg.status_callbacks,
                 latency_ms=cfg.sandbox_latency_ms,
-            ).start()
+            )
+            with _listening("sandbox", cfg.host, cfg.sandbox_port):
+                self.sandbox = sandbox.start()
         extra_env = {
             **secrets,
             "SECRETS_SSM_PREFIX": "",  # secrets come from the env locally
@@ -116,7 +195,6 @@ class LocalRuntime:
         self.api.start()
         if cfg.enable_pollers:
             self.start_pollers()
-        return self
 
     def start_pollers(self, functions: set[str] | None = None) -> None:
         """Start the queue → function wiring (of only the named functions' event sources, if given)."""
@@ -142,11 +220,13 @@ class LocalRuntime:
 
     def stop_pollers(self, wait: bool = False) -> None:
         """Stop every queue → function mapping; with ``wait``, return only once nothing more is consumed (long
-        polls ended, invocations finished)."""
+        polls ended, invocations finished). Without, the pollers' (daemon) threads end on their own: one in a
+        long poll releases what it receives."""
         for mapping in self.mappings:
             mapping.signal_stop()
-        for mapping in self.mappings:
-            mapping.stop(wait=wait)
+        if wait:
+            for mapping in self.mappings:
+                mapping.stop(wait=True)
         self.mappings = []
 
     def stop(self) -> None:

@@ -642,11 +642,12 @@ class WhatsAppSandbox:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:54321`` (no trailing slash)."""
+        """Base URL, e.g. ``http://127.0.0.1:54321`` (no trailing slash; 127.0.0.1 also when listening on
+        0.0.0.0, every address)."""
         if self._server is None:
             raise RuntimeError("sandbox not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
 
     # ---- state ------------------------------------------------------------------------------------
 
