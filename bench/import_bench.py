@@ -2,23 +2,27 @@
 
     python -m bench.import_bench [--rounds 15] [--build-dir DIR] [--out bench/results/imports.md]
 
-Builds the artefact (``sam build`` into a temporary directory unless ``--build-dir`` names an existing build),
-then, round after round, starts fresh bare interpreters (``-I -S``: only the function's directory, the built
-layer and the standard library on ``sys.path``, as on Lambda): one imports the function's handler module
-(``localrun/artefact_runner.py``), one runs a bare ``import boto3`` from the same layer. The ratio of the
-medians is the figure (the same interpreter, the same machine, interleaved, so machine noise hits both).
-Also: the built layer's size unzipped (Lambda's limit for a function and its layers: 250 MB) and zipped."""
+Builds the artefact as ``make build`` does (``sam build``, then every Python file compiled: Lambda's code
+directories are read-only, so whatever ships without its ``.pyc`` is compiled again on every cold start), and
+a copy without any ``__pycache__``, which is what a plain ``sam build`` ships. Then, round after round and
+build after build, it starts fresh bare interpreters (``-I -S -B``: only the function's directory, the built
+layer and the standard library on ``sys.path``; nothing written, as on Lambda): one imports the function's
+handler module (``localrun/artefact_runner.py``), one runs a bare ``import boto3`` from the same layer. The
+ratio of the medians is the figure; interleaving puts the machine's noise on both sides. Also: the built
+layer's size unzipped (Lambda's limit for a function and its layers: 250 MB) and zipped."""
 
 from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,11 +37,10 @@ BOTO3_PROBE = (
 
 def boto3_import_seconds(layer: Path) -> float:
     out = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", BOTO3_PROBE, str(layer)],
+        [sys.executable, "-I", "-S", "-B", "-c", BOTO3_PROBE, str(layer)],
         capture_output=True,
         text=True,
         check=True,
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
     )
     return float(out.stdout.strip())
 
@@ -53,55 +56,76 @@ def tree_size(path: Path) -> tuple[int, int]:
     return raw, buffer.tell()
 
 
+def strip_bytecode(source: Path, target: Path) -> None:
+    shutil.copytree(source, target, symlinks=True)
+    for cache in sorted(target.rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--build-dir", type=Path)
+    parser.add_argument(
+        "--build-dir", type=Path, help="an existing `make build` output (default: build anew)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/imports.md"))
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        build_dir = args.build_dir or Path(tmp) / "build"
-        if not (build_dir / "template.yaml").exists():
+        compiled = args.build_dir or Path(tmp) / "build"
+        if not (compiled / "template.yaml").exists():
             started = time.monotonic()
-            artefact.build(build_dir)
-            print(f"sam build: {time.monotonic() - started:.1f} s", file=sys.stderr)
-        layer = build_dir / "CommonLayer" / "python"
-        runtime = artefact.start_runtime(build_dir / "template.yaml")  # only for the template's env vars
+            artefact.build(compiled)
+            print(f"build: {time.monotonic() - started:.1f} s", file=sys.stderr)
+        plain = Path(tmp) / "plain"
+        strip_bytecode(compiled, plain)
+        builds = {"compiled": compiled, "plain": plain}
+        runtime = artefact.start_runtime(compiled / "template.yaml")  # only for the template's env vars
         try:
             assert runtime.stack is not None
             specs = runtime.stack.functions()
             envs = {name: artefact.function_env(runtime, spec) for name, spec in specs.items()}
-            imports: dict[str, list[float]] = {name: [] for name in specs}
-            bare: list[float] = []
+            imports = {b: {name: [] for name in specs} for b in builds}  # type: dict[str, dict[str, list[float]]]
+            bare: dict[str, list[float]] = {b: [] for b in builds}
             for _ in range(args.rounds):
-                for name, spec in specs.items():
-                    bare.append(boto3_import_seconds(layer))
-                    function = artefact.BuiltFunction(spec, layer, envs[name], Path(tmp) / f"{name}.log")
-                    imports[name].append(function.import_seconds)
-                    function.close()
+                for name in specs:
+                    for label, build_dir in builds.items():
+                        layer = build_dir / "CommonLayer" / "python"
+                        spec = replace(specs[name], code_uri=build_dir / name)
+                        bare[label].append(boto3_import_seconds(layer))
+                        function = artefact.BuiltFunction(spec, layer, envs[name], Path(tmp) / f"{name}.log")
+                        imports[label][name].append(function.import_seconds)
+                        function.close()
         finally:
             runtime.stop()
-        raw, zipped = tree_size(build_dir / "CommonLayer")
+        sizes = {label: tree_size(build_dir / "CommonLayer") for label, build_dir in builds.items()}
 
-    boto3_median = statistics.median(bare)
+    med = {label: statistics.median(values) for label, values in bare.items()}
     lines = [
         f"Import benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine()}.",
-        f"`python -m bench.import_bench --rounds {args.rounds}`: each function's handler module imported "
-        "in a fresh bare interpreter from the `sam build` output, interleaved with a bare `import boto3` "
-        f"from the same layer ({args.rounds} rounds; medians).",
+        f"`python -m bench.import_bench --rounds {args.rounds}`: each function's handler module imported in "
+        "a fresh bare interpreter that writes no bytecode (as on Lambda), interleaved with a bare "
+        f"`import boto3` from the same layer; {args.rounds} rounds, medians. *Shipped*: `make build` "
+        "(`sam build`, then every file compiled); *plain*: the same without `.pyc` files, as a plain "
+        "`sam build` ships it.",
         "",
-        "| function | handler import (median) | ÷ bare `import boto3` |",
-        "|---|---|---|",
+        "| function | shipped: import | ÷ bare `import boto3` | plain `sam build`: import "
+        "| ÷ bare `import boto3` |",
+        "|---|---|---|---|---|",
     ]
-    for name, values in imports.items():
-        median = statistics.median(values)
-        lines.append(f"| {name} | {median * 1000:.0f} ms | **{median / boto3_median:.2f}** |")
+    for name in imports["compiled"]:
+        a, b = statistics.median(imports["compiled"][name]), statistics.median(imports["plain"][name])
+        lines.append(
+            f"| {name} | {a * 1000:.0f} ms | **{a / med['compiled']:.2f}** | {b * 1000:.0f} ms "
+            f"| {b / med['plain']:.2f} |"
+        )
     lines += [
-        f"| (bare `import boto3`) | {boto3_median * 1000:.0f} ms | 1.00 |",
+        f"| (bare `import boto3`) | {med['compiled'] * 1000:.0f} ms | 1.00 "
+        f"| {med['plain'] * 1000:.0f} ms | 1.00 |",
         "",
-        f"Built layer (`CommonLayer`): **{raw / 1e6:.1f} MB** unzipped (Lambda's limit: 250 MB for a "
-        f"function and its layers), {zipped / 1e6:.1f} MB zipped.",
+        "Built layer (`CommonLayer`), Lambda's limit 250 MB unzipped for a function and its layers: shipped "
+        f"**{sizes['compiled'][0] / 1e6:.1f} MB** unzipped ({sizes['compiled'][1] / 1e6:.1f} MB zipped); "
+        f"plain {sizes['plain'][0] / 1e6:.1f} MB ({sizes['plain'][1] / 1e6:.1f} MB zipped).",
     ]
     report = "\n".join(lines) + "\n"
     print(report)

@@ -143,7 +143,6 @@ def function_env(runtime: LocalRuntime, spec: FunctionSpec, ssm_prefix: str = SS
             "LAMBDA_TASK_ROOT": str(spec.code_uri),
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
             "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",  # UDP, fire and forget, as on Lambda
-            "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -160,8 +159,9 @@ class BuiltFunction:
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                "-I",
-                "-S",
+                "-I",  # isolated: no PYTHON* env vars (PYTHONDONTWRITEBYTECODE too), no user site
+                "-S",  # no site-packages
+                "-B",  # writes no __pycache__: Lambda's code directories are read-only
                 str(RUNNER),
                 str(spec.code_uri),
                 str(layer_python),

@@ -1,10 +1,10 @@
 """One function of the built artefact in a bare interpreter, as Lambda's runtime would load it.
 
-Run as ``python -I -S artefact_runner.py FUNCTION_DIR LAYER_DIR HANDLER TIMEOUT`` (``-I -S``: no
-site-packages, no PYTHONPATH, no user site): ``sys.path`` is the function's directory, the layer's ``python/``
-directory and the standard library, nothing else, so a package that the artefact does not ship cannot be
-imported. The environment is the caller's (the template's variables). This file uses the standard library
-only.
+Run as ``python -I -S -B artefact_runner.py FUNCTION_DIR LAYER_DIR HANDLER TIMEOUT``: no site-packages, no
+PYTHONPATH, no user site, no ``__pycache__`` written (Lambda's code directories are read-only). ``sys.path``
+is the function's directory, the layer's ``python/`` directory and the standard library, nothing else, so a
+package that the artefact does not ship cannot be imported. The environment is the caller's (the template's
+variables). This file uses the standard library only.
 
 Protocol, one JSON object per line: on start it writes ``{"ready": true, "import_seconds": ...,
 "import_connects": [...]}`` (the network connections the import attempted, seen by an audit hook) or
