@@ -14,7 +14,7 @@ test:  ## everything CI runs: lint, template validation, unit, integration, buil
 	@PY=$(PY); set -e; \
 	echo "== lint"; $$PY -m ruff check .; $$PY -m ruff format --check .; \
 	bash scripts/browser.sh; \
-	echo "== tests (template validation, unit, integration, e2e)"; \
+	echo "== tests (template validation, unit, integration, built artefact, e2e)"; \
 	$$PY -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint:

@@ -54,6 +54,29 @@ def _client(handler) -> WhatsAppClient:
     )
 
 
+def test_a_token_function_is_read_on_every_request():
+    """A rotated token (new value in SSM, seen once the settings' cache expires) needs no new client."""
+    current = ["old-token"]
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers["authorization"])
+        return httpx.Response(200, json={"messages": [{"id": f"wamid.{len(seen)}"}]})
+
+    client = WhatsAppClient(
+        base_url="https://graph.test/",
+        version="v23.0",
+        phone_number_id="42",
+        access_token=lambda: current[0],
+        transport=httpx.MockTransport(handler),
+    )
+    client.send_text(Address(phone="+6281234567890"), "hi")
+    current[0] = "new-token"
+    client.send_text(Address(phone="+6281234567890"), "hi")
+    assert seen == ["Bearer old-token", "Bearer new-token"]
+    assert "token" not in repr(client).replace("token=***", "")
+
+
 def test_timeouts_and_connection_errors_are_retryable():
     def boom(request):
         raise httpx.ReadTimeout("slow", request=request)

@@ -76,7 +76,7 @@ class Services:
             base_url=s.wa_api_base_url,
             version=s.wa_api_version,
             phone_number_id=s.wa_phone_number_id,
-            access_token=s.secret("wa_access_token"),
+            access_token=lambda: s.secret("wa_access_token"),  # per request: a rotated token is picked up
             timeout=s.wa_timeout_seconds,
             max_connections=max(16, s.send_concurrency * 2),
         )

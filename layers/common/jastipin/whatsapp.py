@@ -8,6 +8,7 @@ The token never appears in ``repr`` or logs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,18 @@ class Address:
         raise ValueError("address needs a phone or a user id")
 
 
+class BearerToken(httpx.Auth):
+    """``Authorization: Bearer <token>`` with the token read on every request: a rotated token (a new value in
+    SSM, read through the settings' cache) is used without a new client or a cold start."""
+
+    def __init__(self, token: str | Callable[[], str]) -> None:
+        self._token = token if callable(token) else (lambda: token)
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = f"Bearer {self._token()}"
+        yield request
+
+
 class WhatsAppClient:
     def __init__(
         self,
@@ -105,18 +118,19 @@ class WhatsAppClient:
         base_url: str,
         version: str,
         phone_number_id: str,
-        access_token: str,
+        access_token: str | Callable[[], str],
         timeout: float = 10.0,
         max_connections: int = 64,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._token = access_token
+        """``access_token``: the token, or a function that returns the current one (called per request)."""
         self._path = f"/{version}/{phone_number_id}/messages"
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
             transport=transport,
-            headers={"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"},
+            auth=BearerToken(access_token),
+            headers={"Content-Type": "application/json"},
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
