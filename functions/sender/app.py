@@ -55,10 +55,10 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
 
 def _process(job: Job, lambda_context: LambdaContext | None) -> None:
     sender = services().sender
-    if job.is_fan_out:
-        sender.fan_out(job)
-        return
     deadline = Deadline(lambda_context.get_remaining_time_in_millis if lambda_context else None)
+    if job.is_fan_out:
+        sender.fan_out(job, deadline)  # hands over to a continuation before the deadline
+        return
     result = sender.send_chunk(job, deadline)
     logger.info(
         "chunk processed",

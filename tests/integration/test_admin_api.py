@@ -214,6 +214,46 @@ def test_dlq_listing_shows_the_job_not_the_people(admin, ctx, sqs):
     assert depth(sqs, dlq) == 3  # still there, visible again
 
 
+def test_a_dead_lettered_fan_out_shows_how_far_it_got(admin, ctx, sqs):
+    ddb = boto3.client("dynamodb", endpoint_url=ctx.moto_url, region_name=REGION)
+    ddb.put_item(
+        TableName=ctx.stack.tables["JobsTable"],
+        Item={
+            "job_id": {"S": "job_big"},
+            "trip_id": {"S": "jpn25"},
+            "kind": {"S": "product_update"},
+            "cursor": {"S": "p_00000000000041ff"},
+            "next_chunk": {"N": "42"},
+            "recipients": {"N": "4200"},
+            "continuations": {"N": "3"},
+            "done": {"BOOL": False},
+            "started_at": {"S": "2026-12-07T03:00:00.000000+0000"},
+            "updated_at": {"S": "2026-12-07T03:01:00.000000+0000"},
+            "expires_at": {"N": "1896000000"},
+        },
+    )
+    dlq = url(ctx, "NotificationsDLQ")
+    sqs.send_message(QueueUrl=dlq, MessageBody=job_body("job_big", participants=None))
+    sqs.send_message(QueueUrl=dlq, MessageBody=job_body("job_new", participants=None))  # never got going
+    status, payload, _ = admin(
+        "GET",
+        "/admin/api/queues/notifications/dlq",
+        "/admin/api/queues/{queue}/dlq",
+        {"queue": "notifications"},
+    )
+    assert status == 200
+    by_job = {m["job_id"]: m for m in payload["messages"]}
+    assert by_job["job_big"]["progress"] == {
+        "chunks_queued": 42,
+        "recipients_queued": 4200,
+        "continuations": 3,
+        "done": False,
+        "updated_at": "2026-12-07T03:01:00Z",
+    }
+    assert by_job["job_new"]["progress"] is None and by_job["job_new"]["continuation"] is False
+    assert "p_00000000000041ff" not in json.dumps(payload)  # the cursor is a participant: not shown
+
+
 def test_unknown_queue_is_404(admin):
     status, payload, _ = admin(
         "GET", "/admin/api/queues/nope/dlq", "/admin/api/queues/{queue}/dlq", {"queue": "nope"}

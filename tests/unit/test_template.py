@@ -53,6 +53,7 @@ EXPECTED_ENV = {
     "IDEMPOTENCY_TABLE",
     "RATE_LIMIT_TABLE",
     "BROADCASTS_TABLE",
+    "JOBS_TABLE",
     "NOTIFICATIONS_QUEUE_URL",
     "BROADCAST_QUEUE_URL",
     "PROOF_NOTIFY_QUEUE_URL",
@@ -226,6 +227,7 @@ def test_sender_reserved_concurrency_covers_its_event_sources(resources: dict[st
         ("NotificationsLogTable", "expires_at"),
         ("IdempotencyTable", "expiration"),
         ("RateLimitTable", "expires_at"),
+        ("JobsTable", "expires_at"),
     ],
 )
 def test_ttl_is_enabled(resources: dict[str, Any], table: str, attribute: str) -> None:
@@ -309,7 +311,7 @@ def test_admin_function_has_least_privilege(resources: dict[str, Any]) -> None:
     }
     assert granted["SQSPollerPolicy"] == names(*QUEUES_WITH_DLQ, *dlqs)  # counts, looks, deletes
     assert granted["SQSSendMessagePolicy"] == names(*QUEUES_WITH_DLQ)  # redrive goes to the main queues only
-    assert granted["DynamoDBReadPolicy"] == names("NotificationsLogTable", attribute=None)
+    assert granted["DynamoDBReadPolicy"] == names("NotificationsLogTable", "JobsTable", attribute=None)
     assert granted["SSMParameterWithSlashPrefixReadPolicy"] == {
         json.dumps({"Fn::Sub": "${SecretsSsmPrefix}/admin_token"})
     }

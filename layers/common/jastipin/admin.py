@@ -71,6 +71,16 @@ class QueueStats(_View):
     dlq: QueueCounts
 
 
+class FanOutView(_View):
+    """How far a fan-out job got (``FanOutProgress``): a redrive resumes from there."""
+
+    chunks_queued: int
+    recipients_queued: int
+    continuations: int  # hand-overs to a fresh invocation
+    done: bool
+    updated_at: datetime | None = None
+
+
 class DlqMessage(_View):
     """A DLQ message as operators may see it: what the job is, never whom it is for or what it says."""
 
@@ -81,6 +91,8 @@ class DlqMessage(_View):
     trip_id: str | None = None
     message_type: str | None = None
     fan_out: bool = False  # a fan-out job has no recipients yet: it is for the whole trip
+    continuation: bool = False  # a fan-out that an earlier invocation handed over (it carries a cursor)
+    progress: FanOutView | None = None  # a fan-out's progress so far
     recipients: int | None = None  # how many, never who
     receive_count: int  # SQS ApproximateReceiveCount: the source queue's receives plus every look here
     sent_at: datetime | None = None  # when the job was first queued
@@ -181,9 +193,32 @@ def dlq_message_view(message: dict[str, Any], now: float) -> DlqMessage:
         trip_id=job.trip_id,
         message_type=job.template or job.kind.value,
         fan_out=job.is_fan_out,
+        continuation=job.is_fan_out and job.next_chunk is not None,
         recipients=None if job.is_fan_out else len(job.participants or []),
         **facts,
     )
+
+
+def with_progress(messages: list[DlqMessage]) -> list[DlqMessage]:
+    """Fan-out messages get their job's progress (one BatchGetItem per 100 jobs)."""
+    from jastipin.tables import FanOutProgress
+
+    ids = sorted({m.job_id for m in messages if m.fan_out and m.job_id})
+    found = {p.job_id: p for p in FanOutProgress.batch_get(ids)} if ids else {}
+    views = {
+        job_id: FanOutView(
+            chunks_queued=int(p.next_chunk),
+            recipients_queued=int(p.recipients),
+            continuations=int(p.continuations),
+            done=bool(p.done),
+            updated_at=p.updated_at,
+        )
+        for job_id, p in found.items()
+    }
+    return [
+        m.model_copy(update={"progress": views[m.job_id]}) if m.fan_out and m.job_id in views else m
+        for m in messages
+    ]
 
 
 def _inbound_view(body: str, facts: dict[str, Any]) -> DlqMessage:
@@ -309,9 +344,11 @@ class QueueAdmin:
         finally:
             self._release(pair.dlq_url, handles)
         now = self._clock()
-        messages = sorted(
-            (dlq_message_view(m, now) for m in seen.values()),
-            key=lambda m: (m.sent_at is None, m.sent_at or datetime.min.replace(tzinfo=UTC)),
+        messages = with_progress(
+            sorted(
+                (dlq_message_view(m, now) for m in seen.values()),
+                key=lambda m: (m.sent_at is None, m.sent_at or datetime.min.replace(tzinfo=UTC)),
+            )
         )
         ages = [m.age_seconds for m in messages if m.age_seconds is not None]
         return DlqListing(

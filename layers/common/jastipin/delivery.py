@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,7 +20,7 @@ from datetime import timedelta
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from jastipin import audience
+from jastipin.fanout import FanOut, FanOutTakenOver
 from jastipin.jobs import Job, JobKind, Recipient
 from jastipin.observability import breakdown
 from jastipin.queues import JobQueues
@@ -120,29 +120,18 @@ class Sender:
         self._pool = ThreadPoolExecutor(max_workers=settings.send_concurrency, thread_name_prefix="send")
 
     # -- fan-out -----------------------------------------------------------------------------------------
-    def fan_out(self, job: Job) -> int:
-        """Page through the job's audience and queue one chunk job per page."""
-        chunks = self._chunks(job, self.settings.chunk_size)
-        batch: list[Job] = []
-        suffixes: list[str] = []
-        total = 0
-        for index, recipients in enumerate(chunks):
-            batch.append(job.chunk(recipients))
-            suffixes.append(f"c{index}")
-            total += len(recipients)
-            if len(batch) == 10:
-                self.queues.send_many(batch, dedup_suffixes=suffixes)
-                batch, suffixes = [], []
-        if batch:
-            self.queues.send_many(batch, dedup_suffixes=suffixes)
-        metrics.add_metric(name="FanOutRecipients", unit=MetricUnit.Count, value=total)
-        logger.info("fan-out queued", extra={"job_id": job.job_id, "recipients": total})
-        return total
-
-    @staticmethod
-    def _chunks(job: Job, size: int) -> Iterator[list[Recipient]]:
-        """The trip's active participants; for a broadcast only its audience (the estimate's own filter)."""
-        return audience.chunked(audience.recipients(job.trip_id, job.audience), size)
+    def fan_out(self, job: Job, deadline: Deadline | None = None) -> int:
+        """Queue the job's chunk jobs from where its fan-out stands (``jastipin.fanout``), handing over to a
+        continuation before the deadline; returns the recipients this invocation queued."""
+        deadline = deadline or Deadline(None)
+        try:
+            result = FanOut(self.settings, self.queues).run(
+                job, lambda: deadline.seconds_left() - SAFETY_MARGIN_SECONDS
+            )
+        except FanOutTakenOver:  # the same message, delivered twice, is being handled elsewhere: let it go
+            logger.warning("fan-out advanced by another delivery of its message; stopping here")
+            return 0
+        return result.recipients
 
     # -- sending a chunk ---------------------------------------------------------------------------------
     def send_chunk(self, job: Job, deadline: Deadline) -> ChunkResult:

@@ -94,6 +94,10 @@ class Job(_Camel):
     audience: AudienceFilter | None = None  # broadcast fan-out: the filter the estimate used
     caption: str | None = Field(default=None, max_length=1024)
     always_in_window: bool = False  # replies to an inbound message are inside the window by definition
+    # A fan-out continuation (``jastipin.fanout``): participants after ``cursor`` (participant id order) are
+    # still to be read; the next chunk job is number ``next_chunk``.
+    cursor: str | None = Field(default=None, max_length=64)
+    next_chunk: int | None = Field(default=None, ge=0)
 
     @property
     def is_fan_out(self) -> bool:
@@ -108,7 +112,11 @@ class Job(_Camel):
         return category in (None, "marketing")
 
     def chunk(self, participants: list[Recipient]) -> Job:
-        return self.model_copy(update={"participants": participants})
+        return self.model_copy(update={"participants": participants, "cursor": None, "next_chunk": None})
+
+    def continuation(self, cursor: str | None, next_chunk: int) -> Job:
+        """The same fan-out job, to go on after ``cursor`` with chunk number ``next_chunk``."""
+        return self.model_copy(update={"cursor": cursor, "next_chunk": next_chunk})
 
     def to_body(self) -> str:
         return sqs_safe_json(self.model_dump_json(by_alias=True, exclude_none=True))

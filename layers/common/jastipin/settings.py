@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     idempotency_table: str
     rate_limit_table: str
     broadcasts_table: str
+    jobs_table: str
 
     notifications_queue_url: str
     broadcast_queue_url: str

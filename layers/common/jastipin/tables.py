@@ -271,6 +271,28 @@ class Broadcast(Model):
     observed_at = UTCDateTimeAttribute(null=True)
 
 
+class FanOutProgress(Model):
+    """How far the fan-out of one job got: the participants up to ``cursor`` (participant id order) are in
+    the chunk jobs ``0 .. next_chunk - 1`` already queued. A fan-out that runs short of time queues a
+    continuation carrying the same cursor; a redelivered or redriven fan-out message resumes from here, never
+    from the beginning. Written after each batch of chunks is queued (see ``jastipin.fanout``)."""
+
+    class Meta:
+        table_name = "jobs"
+
+    job_id = UnicodeAttribute(hash_key=True)
+    trip_id = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    cursor = UnicodeAttribute(null=True)  # the last participant id dealt with; None: from the start
+    next_chunk = NumberAttribute(default=0)
+    recipients = NumberAttribute(default=0)  # queued in chunks so far
+    continuations = NumberAttribute(default=0)  # hand-overs to a new invocation
+    done = BooleanAttribute(default=False)
+    started_at = UTCDateTimeAttribute(default_for_new=utcnow)
+    updated_at = UTCDateTimeAttribute(default=utcnow)
+    expires_at = TTLAttribute()
+
+
 ALL_MODELS: dict[str, type[Model]] = {
     "trips_table": Trip,
     "participants_table": Participant,
@@ -278,6 +300,7 @@ ALL_MODELS: dict[str, type[Model]] = {
     "products_table": Product,
     "notifications_log_table": NotificationLog,
     "broadcasts_table": Broadcast,
+    "jobs_table": FanOutProgress,
 }
 
 
