@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 import threading
 import time
 import uuid
@@ -13,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from localrun.lambdas import FunctionError, FunctionPool
+from localrun.lambdas import FunctionError, FunctionPool, FunctionTimeout
 
 MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway HTTP API payload limit
 
@@ -101,7 +102,13 @@ class LocalHttpApi:
         )
         try:
             result = route.pool.invoke(event)
-        except FunctionError:
+        except FunctionTimeout as exc:
+            # As API Gateway answers when the integration does not answer in time; said where it happened.
+            print(f"{request.command} {url.path}: {exc}", file=sys.stderr, flush=True)
+            self._reply(request, 504, {"content-type": "application/json"}, b'{"message":"Gateway Timeout"}')
+            return
+        except FunctionError as exc:
+            print(f"{request.command} {url.path}: {str(exc).splitlines()[0]}", file=sys.stderr, flush=True)
             self._reply(
                 request, 500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}'
             )

@@ -29,6 +29,10 @@ class FunctionError(RuntimeError):
     """The handler raised, the worker died, or the invocation timed out."""
 
 
+class FunctionTimeout(FunctionError):
+    """The invocation outlived the function's timeout (its worker was killed, as Lambda does)."""
+
+
 @dataclass
 class LambdaContext:
     function_name: str
@@ -152,7 +156,7 @@ class FunctionPool:
                 worker.conn.send((event, context))
                 if not worker.conn.poll(self.spec.timeout + 1):
                     self._discard(worker)
-                    raise FunctionError(f"{self.name}: task timed out after {self.spec.timeout}s")
+                    raise FunctionTimeout(f"{self.name}: task timed out after {self.spec.timeout}s")
                 status, result = worker.conn.recv()
             except (EOFError, OSError, BrokenPipeError) as exc:
                 self._discard(worker)
