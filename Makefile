@@ -7,13 +7,14 @@ export SAM_CLI_TELEMETRY := 0
 
 .PHONY: run test lint format validate unit integration e2e artefact bench build deploy smoke sam-invoke lock clean
 
-run:  ## run the whole system locally (moto + WhatsApp sandbox), Ctrl-C to stop
-	@$(PY) -m localrun $(ARGS)
+run:  ## run the whole system locally (moto, dynalite for DynamoDB, WhatsApp sandbox), Ctrl-C to stop
+	@bash scripts/node_deps.sh; $(PY) -m localrun $(ARGS)
 
 test:  ## everything CI runs: lint, template validation, unit, integration, built artefact, end-to-end (~10 min)
 	@PY=$(PY); set -e; \
 	echo "== lint"; $$PY -m ruff check .; $$PY -m ruff format --check .; \
 	bash scripts/browser.sh; \
+	NODE_DEPS_STRICT=$${CI:+1} bash scripts/node_deps.sh; \
 	echo "== tests (template validation, unit, integration, built artefact, e2e)"; \
 	$$PY -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
@@ -33,10 +34,10 @@ integration:
 	@$(PY) -m pytest tests/integration -q
 
 e2e:  ## the local runtime over HTTP, and the admin page in headless Chromium (scripts/browser.sh installs it)
-	@bash scripts/browser.sh && $(PY) -m pytest tests/e2e -q
+	@bash scripts/browser.sh && bash scripts/node_deps.sh && $(PY) -m pytest tests/e2e -q
 
 artefact:  ## sam build, then every events/ file through the built handlers in a bare interpreter (no Docker)
-	@$(PY) -m pytest tests/artefact -q -s
+	@bash scripts/node_deps.sh && $(PY) -m pytest tests/artefact -q -s
 
 build:  ## sam build into .aws-sam/build, Python files compiled (needs a Python 3.12, see README)
 	@$(PY) -m localrun.artefact
@@ -55,4 +56,4 @@ lock:  ## re-make layers/common/requirements.txt (the runtime lock) from require
 	@bash scripts/lock.sh
 
 clean:
-	rm -rf .venv .aws-sam .pytest_cache .ruff_cache
+	rm -rf .venv .aws-sam .pytest_cache .ruff_cache node_modules

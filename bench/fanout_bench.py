@@ -55,9 +55,11 @@ def fan_out(size: int, other: int, window: str, sender_timeout: int | None, extr
         wall = time.monotonic() - t0
         runtime.wait_idle(timeout=120)
         pool = runtime.pools["SenderFunction"]
-        progress = runtime.client("dynamodb").get_item(
-            TableName=runtime.table_name("JobsTable"), Key={"job_id": {"S": job_id}}
-        ).get("Item", {})
+        progress = (
+            runtime.client("dynamodb")
+            .get_item(TableName=runtime.table_name("JobsTable"), Key={"job_id": {"S": job_id}})
+            .get("Item", {})
+        )
         per_participant = Counter(e["participant_id"]["S"] for e in entries)
         dlq = {q: n for q, n in runtime.queue_depths().items() if q.endswith("DLQ") and n}
         return {

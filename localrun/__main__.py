@@ -9,13 +9,16 @@ import sys
 import time
 from typing import Any
 
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime, PortInUseError, RuntimeConfig
+from localrun.dynamo_local import DEFAULT_PORT as DYNALITE_DEFAULT_PORT
+from localrun.dynamo_local import DynaliteUnavailableError
+from localrun.runtime import DYNAMODB_BACKENDS, LOCAL_SECRETS, LocalRuntime, PortInUseError, RuntimeConfig
 
 # What each server's port is called in messages, and the option that sets it.
 PORT_OPTIONS = {
     "api": ("HTTP API", "--api-port"),
     "sandbox": ("WhatsApp sandbox", "--sandbox-port"),
     "moto": ("moto", "--moto-port"),
+    "dynamodb": ("DynamoDB, dynalite", "--dynamodb-port"),
 }
 
 
@@ -24,14 +27,28 @@ def parse_args(argv: list[str] | None = None) -> RuntimeConfig:
     parser.add_argument(
         "--host",
         default=os.environ.get("JASTIPIN_HOST", "127.0.0.1"),
-        help="the address the HTTP API, the WhatsApp sandbox and moto listen on; 0.0.0.0 lets containers "
-        "(sam local invoke) reach them (the URLs shown still name 127.0.0.1)",
+        help="the address the HTTP API, the WhatsApp sandbox, moto and dynalite listen on; 0.0.0.0 lets "
+        "containers (sam local invoke) reach them (the URLs shown still name 127.0.0.1)",
     )
     parser.add_argument("--api-port", type=int, default=int(os.environ.get("JASTIPIN_API_PORT", 3000)))
     parser.add_argument(
         "--sandbox-port", type=int, default=int(os.environ.get("JASTIPIN_SANDBOX_PORT", 8900))
     )
     parser.add_argument("--moto-port", type=int, default=int(os.environ.get("JASTIPIN_MOTO_PORT", 5001)))
+    parser.add_argument(
+        "--dynamodb",
+        choices=DYNAMODB_BACKENDS,
+        default=os.environ.get("JASTIPIN_DYNAMODB", "auto"),
+        help="who serves DynamoDB: dynalite (fast at any table size; needs Node.js and `bash "
+        "scripts/node_deps.sh`), moto (its Query reads the whole table), or auto (the default): dynalite if "
+        "installed, else moto with a warning",
+    )
+    parser.add_argument(
+        "--dynamodb-port",
+        type=int,
+        default=int(port) if (port := os.environ.get("JASTIPIN_DYNAMODB_PORT")) else None,
+        help=f"dynalite's port (default: {DYNALITE_DEFAULT_PORT}, or any free port if that one is taken)",
+    )
     parser.add_argument(
         "--param",
         action="append",
@@ -77,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> RuntimeConfig:
         api_port=args.api_port,
         sandbox_port=args.sandbox_port,
         moto_port=args.moto_port,
+        dynamodb=args.dynamodb,
+        dynamodb_port=args.dynamodb_port,
         parameters=dict(item.split("=", 1) for item in args.param),
         env=env,
         visibility_timeout=args.visibility_timeout,
@@ -97,6 +116,7 @@ def banner(runtime: LocalRuntime) -> str:
         f"  HTTP API          {api}   (bearer token: {token})",
         f"  WhatsApp          {whatsapp}" + ("   (sandbox)" if runtime.sandbox else "   (REAL Cloud API)"),
         f"  AWS (moto)        {runtime.moto_url}   (region {runtime.config.region})",
+        *dynamodb_line(runtime),
         f"  Admin page        {api}/admin/queues   (admin token: {admin_token})",
         f"  queues            {', '.join(sorted(runtime.stack.queues))}",  # type: ignore[union-attr]
     ]
@@ -119,6 +139,14 @@ def banner(runtime: LocalRuntime) -> str:
         ]
     lines += ["", "Ctrl-C stops everything.", ""]
     return "\n".join(lines)
+
+
+def dynamodb_line(runtime: LocalRuntime) -> list[str]:
+    """The banner's DynamoDB line, when DynamoDB is not moto's."""
+    url = getattr(runtime, "dynamodb_url", None)
+    if not url or url == runtime.moto_url:
+        return []
+    return [f"  DynamoDB          {url}   (dynalite; AWS_ENDPOINT_URL_DYNAMODB)"]
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -148,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3600)
     except PortInUseError as exc:
         print(port_in_use_message(exc), file=sys.stderr, flush=True)
+        return 2
+    except DynaliteUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print("stopping...", file=sys.stderr, flush=True)

@@ -129,6 +129,7 @@ def function_env(runtime: LocalRuntime, spec: FunctionSpec, ssm_prefix: str = SS
     env.update(
         {
             "AWS_ENDPOINT_URL": runtime.moto_url,
+            "AWS_ENDPOINT_URL_DYNAMODB": runtime.dynamodb_url,  # dynalite, or moto's URL without Node
             "WA_API_BASE_URL": runtime.sandbox.url,
             "SECRETS_SSM_PREFIX": ssm_prefix,
             "AWS_REGION": region,

@@ -1,5 +1,6 @@
 """The whole system on one machine, no AWS account and no Docker: a moto server holding the template's
-queues and tables, the template's functions in Lambda-like worker processes, the HTTP API routed as the
+queues (and every other AWS service), dynalite holding its tables (localrun/dynamo_local.py; or moto, with
+``dynamodb="moto"``), the template's functions in Lambda-like worker processes, the HTTP API routed as the
 template declares, the queue → function wiring with Lambda's semantics, and a WhatsApp sandbox.
 
 Used by ``python -m localrun`` (the "run locally" command), the end-to-end tests and the benchmarks."""
@@ -11,6 +12,7 @@ import errno
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from typing import Any
 import boto3
 
 from localrun.api import LocalHttpApi, Route
+from localrun.dynamo_local import DEFAULT_PORT as DYNALITE_DEFAULT_PORT
+from localrun.dynamo_local import AwsServers, DynaliteProcess, unavailable_reason
 from localrun.lambdas import FunctionPool
 from localrun.poller import EventSourceMapping
 from localrun.sandbox import WhatsAppSandbox
@@ -45,7 +49,7 @@ def free_port() -> int:
 
 
 class PortInUseError(OSError):
-    """A port one of the runtime's servers ("api", "sandbox" or "moto") is to listen on is taken."""
+    """A port one of the runtime's servers ("api", "sandbox", "moto", "dynamodb") is to listen on is taken."""
 
     def __init__(self, server: str, host: str, port: int) -> None:
         super().__init__(errno.EADDRINUSE, f"port {port} ({server}) on {host} is already in use")
@@ -107,12 +111,45 @@ class RuntimeConfig:
     enable_pollers: bool = True
     # Event source MaximumConcurrency overrides by queue logical id (e.g. {"NotificationsQueue": 3}).
     esm_concurrency: dict[str, int] = field(default_factory=dict)
+    # Who serves DynamoDB: "dynalite" (localrun/dynamo_local.py; an error if Node or dynalite is missing),
+    # "moto" (its Query reads every item of the table: slow at the seed's scale), or "auto": dynalite when
+    # it is installed, else moto with a warning. Default: $JASTIPIN_DYNAMODB, else "auto".
+    dynamodb: str = field(default_factory=lambda: os.environ.get("JASTIPIN_DYNAMODB") or "auto")
+    # dynalite's port. 0: any free port; None: 5002 unless taken, then any free port (python -m localrun).
+    dynamodb_port: int | None = 0
+
+
+DYNAMODB_BACKENDS = ("auto", "dynalite", "moto")
+
+
+def dynamodb_backend(choice: str) -> str:
+    """The DynamoDB server a runtime configured with ``choice`` gets: "dynalite" or "moto". Raises
+    DynaliteUnavailableError for "dynalite" when Node or dynalite is missing (naming what to run); "auto"
+    then falls back to moto, with a warning on stderr."""
+    if choice not in DYNAMODB_BACKENDS:
+        raise ValueError(f"dynamodb must be one of {', '.join(DYNAMODB_BACKENDS)}, not {choice!r}")
+    if choice != "auto":
+        return choice
+    reason = unavailable_reason()
+    if reason is None:
+        return "dynalite"
+    print(f"warning: {reason}; DynamoDB is moto's for now", file=sys.stderr, flush=True)
+    return "moto"
 
 
 class LocalRuntime:
+    """``moto``: the AWS servers' control surface (``snapshot()`` of the calls served, ``add_fault()``, see
+    localrun/moto_server.py): the MotoProcess, or, with dynalite, moto and dynalite as one (calls summed,
+    ``dynamodb.*`` faults to dynalite; its url and pid stay moto's). ``dynamodb``: the DynaliteProcess, if
+    any. ``moto_url`` serves every AWS service but DynamoDB, ``dynamodb_url`` DynamoDB (the functions get
+    both: AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_DYNAMODB)."""
+
     def __init__(self, config: RuntimeConfig | None = None) -> None:
         self.config = config or RuntimeConfig()
-        self.moto = None
+        self.moto: Any = None
+        self.dynamodb: DynaliteProcess | None = None
+        self.dynamodb_backend: str | None = None  # "dynalite" or "moto", once started
+        self.moto_url = self.dynamodb_url = ""
         self.stack: LocalStack | None = None
         self.api: LocalHttpApi | None = None
         self.sandbox: WhatsAppSandbox | None = None
@@ -124,9 +161,12 @@ class LocalRuntime:
         """Start everything. Raises PortInUseError, before starting anything, when a port is taken; if
         starting fails (or is interrupted) later, what had started is stopped."""
         cfg = self.config
+        self.dynamodb_backend = dynamodb_backend(cfg.dynamodb)
         ports = {"moto": cfg.moto_port, "api": cfg.api_port}
         if cfg.whatsapp_url is None:
             ports["sandbox"] = cfg.sandbox_port
+        if self.dynamodb_backend == "dynalite" and cfg.dynamodb_port:
+            ports["dynamodb"] = cfg.dynamodb_port
         check_ports(cfg.host, ports)
         try:
             self._start()
@@ -143,11 +183,27 @@ class LocalRuntime:
         moto_port = cfg.moto_port or free_port()
         with _listening("moto", cfg.host, moto_port):
             self.moto = MotoProcess(port=moto_port, host=cfg.host).start()
-        self.moto_url = self.moto.url
+        self.moto_url = self.dynamodb_url = self.moto.url
+        if self.dynamodb_backend == "dynalite":
+            port = cfg.dynamodb_port
+            with _listening("dynamodb", cfg.host, port or 0):
+                self.dynamodb = DynaliteProcess(
+                    port=DYNALITE_DEFAULT_PORT if port is None else port,
+                    host=cfg.host,
+                    fallback=port is None,
+                    region=cfg.region,
+                ).start()
+            self.dynamodb_url = self.dynamodb.url
+            self.moto = AwsServers(self.moto, self.dynamodb)
         for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
             os.environ.setdefault(name, value)
         self.stack = LocalStack(
-            cfg.template, self.moto_url, cfg.region, cfg.parameters, visibility_timeout=cfg.visibility_timeout
+            cfg.template,
+            self.moto_url,
+            cfg.region,
+            cfg.parameters,
+            visibility_timeout=cfg.visibility_timeout,
+            dynamodb_url=self.dynamodb_url,
         ).create()
         # Not before moto's start: the first process started also starts multiprocessing's resource tracker,
         # which unblocks SIGINT in the thread starting it.
@@ -182,6 +238,8 @@ class LocalRuntime:
             "WA_API_BASE_URL": cfg.whatsapp_url or self.sandbox.url,  # type: ignore[union-attr]
             "WA_PHONE_NUMBER_ID": phone_number_id,
             "AWS_ENDPOINT_URL": self.moto_url,
+            # botocore (>= 1.31) prefers it to AWS_ENDPOINT_URL for DynamoDB (moto's URL if moto serves it)
+            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_url,
             "AWS_DEFAULT_REGION": cfg.region,
             "AWS_REGION": cfg.region,
             **cfg.env,
@@ -239,6 +297,8 @@ class LocalRuntime:
             self.sandbox.stop()
         if self.moto:
             self.moto.stop()
+        if self.dynamodb:
+            self.dynamodb.stop()
 
     def __enter__(self) -> LocalRuntime:  # noqa: PYI034
         return self.start()
@@ -248,9 +308,10 @@ class LocalRuntime:
 
     # -- helpers for tests, benchmarks and operators ------------------------------------------------------
     def client(self, service: str) -> Any:
+        """A boto3 client of the runtime's server for ``service`` (DynamoDB: dynalite's, unless moto's)."""
         return boto3.client(
             service,
-            endpoint_url=self.moto_url,
+            endpoint_url=self.dynamodb_url if service == "dynamodb" else self.moto_url,
             region_name=self.config.region,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials

@@ -1,5 +1,6 @@
 """The template's own resources, created in a moto server: SQS queues (with their DLQ redrive policies) and
-DynamoDB tables (keys, indexes, TTL). Also resolves each function's environment exactly as CloudFormation
+DynamoDB tables (keys, indexes, TTL; in dynalite instead when ``dynamodb_url`` names it, see
+localrun/dynamo_local.py). Also resolves each function's environment exactly as CloudFormation
 would (Globals + function, !Ref/!GetAtt to the local resources, parameters with their defaults).
 
 Lambda functions and event source mappings are not created in moto (moto would try to run them in Docker);
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from localrun.cfn_yaml import load_template
 
@@ -49,6 +51,7 @@ class LocalStack:
         region: str,
         parameters: dict[str, str] | None = None,
         visibility_timeout: int | None = None,
+        dynamodb_url: str | None = None,  # where the tables live, if not at endpoint_url (dynalite)
     ) -> None:
         self.template_path = template_path
         self.root = template_path.parent
@@ -61,7 +64,8 @@ class LocalStack:
         self.queues: dict[str, Queue] = {}
         self.tables: dict[str, str] = {}
         self._sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
-        self._ddb = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region)
+        self.dynamodb_url = dynamodb_url or endpoint_url
+        self._ddb = boto3.client("dynamodb", endpoint_url=self.dynamodb_url, region_name=region)
 
     def _parameters(self, overrides: dict[str, str]) -> dict[str, str]:
         values = {
@@ -82,8 +86,13 @@ class LocalStack:
         # DLQs first: a main queue's redrive policy needs its DLQ's ARN.
         for logical_id in sorted(queue_ids, key=lambda q: "RedrivePolicy" in self._props(q)):
             self._create_queue(logical_id)
-        for logical_id in by_type.get("AWS::DynamoDB::Table", []):
-            self._create_table(logical_id)
+        return self.create_tables()
+
+    def create_tables(self, only: set[str] | None = None) -> LocalStack:
+        """Create the template's tables (or only those named, by logical id)."""
+        for logical_id, resource in self.resources.items():
+            if resource["Type"] == "AWS::DynamoDB::Table" and (only is None or logical_id in only):
+                self._create_table(logical_id)
         return self
 
     def _props(self, logical_id: str) -> dict[str, Any]:
@@ -139,10 +148,16 @@ class LocalStack:
         self._ddb.create_table(**request)
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
-            self._ddb.update_time_to_live(
-                TableName=name,
-                TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
-            )
+            try:
+                self._ddb.update_time_to_live(
+                    TableName=name,
+                    TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+                )
+            except ClientError as exc:
+                # dynalite has no UpdateTimeToLive: the table goes without TTL locally. Nothing is lost: moto
+                # records the setting but never expires an item either, and no function reads it back.
+                if exc.response["Error"]["Code"] != "UnknownOperationException":
+                    raise
         self.tables[logical_id] = name
 
     # -- intrinsic functions -----------------------------------------------------------------------------

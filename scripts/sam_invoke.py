@@ -1,6 +1,7 @@
 """``make sam-invoke``: every sample event (``events/manifest.json``, in its order) through SAM's own
 ``sam local invoke``, each function in a Lambda container, against the moto server and the WhatsApp sandbox
-of a running ``make run ARGS="--host 0.0.0.0"``; each result is checked with ``localrun.events.check``.
+of a running ``make run ARGS="--host 0.0.0.0 --dynamodb moto"``; each result is checked with
+``localrun.events.check``.
 
 In order (see docs/sam-local.md):
 
@@ -285,7 +286,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/sam_invoke.py",
         description="Each events/*.json through `sam local invoke` against a running "
-        '`make run ARGS="--host 0.0.0.0"`, checked against events/manifest.json (docs/sam-local.md).',
+        '`make run ARGS="--host 0.0.0.0 --dynamodb moto"`, checked against events/manifest.json '
+        "(docs/sam-local.md).",
     )
     parser.add_argument("--moto-url", default=DEFAULT_MOTO_URL, help="make run's moto, from this machine")
     parser.add_argument("--sandbox-url", default=DEFAULT_SANDBOX_URL, help="make run's WhatsApp sandbox")
@@ -370,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
         if not (os.path.isfile(args.sam) and os.access(args.sam, os.X_OK)):
             return fail(f"sam not found at {args.sam} (`make sam-invoke` creates .venv)")
 
-    hint = 'is `make run ARGS="--host 0.0.0.0"` running?'
+    hint = 'is `make run ARGS="--host 0.0.0.0 --dynamodb moto"` running?'
     try:
         names = put_secrets(args.moto_url, args.region, args.ssm_prefix)
         queue_urls = moto_queue_urls(args.moto_url, args.region)

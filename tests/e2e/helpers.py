@@ -137,9 +137,10 @@ def dlq_messages(runtime: LocalRuntime, queue: str) -> list[dict]:
 @contextlib.contextmanager
 def runtime_process(*extra_args: str) -> Iterator[tuple[dict[str, str], str]]:
     """Start ``python -m localrun`` as a newcomer would (a separate process, free ports); yields the base
-    URLs ({"api", "sandbox", "moto"}) and the banner it printed; stops it with Ctrl-C, checks a clean exit."""
+    URLs ({"api", "sandbox", "moto", "dynamodb"}) and the banner it printed; stops it with Ctrl-C, checks a
+    clean exit."""
     root = Path(__file__).resolve().parents[2]
-    ports = {"api": free_port(), "sandbox": free_port(), "moto": free_port()}
+    ports = {"api": free_port(), "sandbox": free_port(), "moto": free_port(), "dynamodb": free_port()}
     env = {**os.environ, "PYTHONPATH": f"{root / 'layers' / 'common'}:{root}"}
     args = [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
     process = subprocess.Popen(
@@ -164,7 +165,10 @@ def runtime_process(*extra_args: str) -> Iterator[tuple[dict[str, str], str]]:
     threading.Thread(target=lambda: sum(1 for _ in process.stdout), daemon=True).start()  # type: ignore[union-attr]
     try:
         assert "running locally" in text, text
-        yield {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}, text
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        if "DynamoDB" not in text:  # no local DynamoDB of its own (no Node here): moto serves DynamoDB too
+            urls["dynamodb"] = urls["moto"]
+        yield urls, text
     finally:
         process.send_signal(signal.SIGINT)
         try:

@@ -62,7 +62,7 @@ class Runtime(Journey):
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[Runtime]:
     with runtime_process() as (urls, _banner):
-        yield Runtime(urls["api"], urls["sandbox"], urls["moto"])
+        yield Runtime(urls["api"], urls["sandbox"], urls["dynamodb"])
 
 
 def ago(days: float) -> dict:

@@ -59,7 +59,7 @@ class Journey:
 @pytest.fixture(scope="module")
 def journey() -> Iterator[Journey]:
     with runtime_process() as (urls, _banner):
-        yield Journey(urls["api"], urls["sandbox"], urls["moto"])
+        yield Journey(urls["api"], urls["sandbox"], urls["dynamodb"])
 
 
 def test_newcomer_journey(journey: Journey):
