@@ -24,14 +24,11 @@ import select
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from localrun.moto_server import CALLS_PATH, FAULTS_PATH
-from localrun.moto_server import _check_fault as check_fault  # one definition of a valid fault
+from localrun.moto_server import CALLS_PATH, FAULTS_PATH, ControlSurface
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE_DIR = ROOT / "node_modules" / "dynalite"
@@ -201,7 +198,7 @@ def unavailable_reason() -> str | None:
     return None
 
 
-class DynaliteProcess:
+class DynaliteProcess(ControlSurface):  # calls and faults as MotoProcess has them
     """dynalite on host:port in a child process (``node``), in memory (``path`` None: the state dies with
     it) or in a LevelDB directory (``path``, kept). ``port`` 0: any free port; with ``fallback``, a port
     that is taken gives way to a free one. ``url`` names 127.0.0.1 when the host is 0.0.0.0, and the port
@@ -293,55 +290,6 @@ class DynaliteProcess:
                 raise RuntimeError(f"dynalite exited while starting (status {self._process.wait()})")
             line += chunk
         return json.loads(line)
-
-    # -- the same control surface as localrun.moto_server.MotoProcess --------------------------------------
-    def snapshot(self) -> Counter[str]:
-        """Calls served so far, as ``dynamodb.Operation`` → count."""
-        with urllib.request.urlopen(self.url + CALLS_PATH, timeout=10) as response:  # noqa: S310 - loopback
-            return Counter(json.loads(response.read()))
-
-    def add_fault(
-        self,
-        operation: str,
-        error: str,
-        *,
-        table: str | None = None,
-        error_type: str | None = None,
-        status: int = 400,
-        message: str | None = None,
-        times: int | None = None,
-    ) -> dict[str, Any]:
-        """As MotoProcess.add_fault (see localrun/moto_server.py), for ``dynamodb.*`` operations."""
-        fault: dict[str, Any] = {
-            "operation": operation,
-            "table": table,
-            "error": error,
-            "status": status,
-            "times": times,
-        }
-        if error_type is not None:
-            fault["type"] = error_type
-        if message is not None:
-            fault["message"] = message
-        check_fault(fault)
-        return self._faults_call("POST", fault)
-
-    def faults(self) -> list[dict[str, Any]]:
-        return self._faults_call("GET")["faults"]
-
-    def clear_faults(self) -> None:
-        self._faults_call("DELETE")
-
-    def _faults_call(self, method: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(self.url + FAULTS_PATH, data=data, method=method)  # noqa: S310
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            raise ValueError(exc.read().decode(errors="replace")) from None
-        return json.loads(body) if body else None
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -321,7 +321,65 @@ def _exit_with_parent() -> None:
     os._exit(0)
 
 
-class MotoProcess:
+class ControlSurface:
+    """The calls counter and fault injection of a local AWS server (``CALLS_PATH``, ``FAULTS_PATH``), as
+    tests and benchmarks drive them; the server is at ``self.url``. Shared by ``MotoProcess`` and
+    ``localrun.dynamo_local.DynaliteProcess``."""
+
+    url: str
+
+    def snapshot(self) -> Counter[str]:
+        """Calls served so far, as ``service.Operation`` → count."""
+        with urllib.request.urlopen(self.url + CALLS_PATH, timeout=10) as response:  # noqa: S310 - loopback
+            return Counter(json.loads(response.read()))
+
+    def add_fault(
+        self,
+        operation: str,
+        error: str,
+        *,
+        table: str | None = None,
+        error_type: str | None = None,
+        status: int = 400,
+        message: str | None = None,
+        times: int | None = None,
+    ) -> dict[str, Any]:
+        """Fail the next ``times`` calls of ``operation`` (None: until cleared) with ``error``; ``table``, a
+        substring of the table name or queue URL, narrows it (see the module docstring). Returns the fault."""
+        fault: dict[str, Any] = {
+            "operation": operation,
+            "table": table,
+            "error": error,
+            "status": status,
+            "times": times,
+        }
+        if error_type is not None:
+            fault["type"] = error_type
+        if message is not None:
+            fault["message"] = message
+        _check_fault(fault)
+        return self._faults_call("POST", fault)
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The faults with their uses left (``times``) and how often each fired (``injected``)."""
+        return self._faults_call("GET")["faults"]
+
+    def clear_faults(self) -> None:
+        self._faults_call("DELETE")
+
+    def _faults_call(self, method: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.url + FAULTS_PATH, data=data, method=method)  # noqa: S310
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            raise ValueError(exc.read().decode(errors="replace")) from None
+        return json.loads(body) if body else None
+
+
+class MotoProcess(ControlSurface):
     """A moto server on host:port (127.0.0.1 by default) in a spawned child process; state lives (and dies)
     with it. ``url`` names 127.0.0.1 when the host is 0.0.0.0 (every address)."""
 
@@ -366,48 +424,6 @@ class MotoProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
-
-    def snapshot(self) -> Counter[str]:
-        with urllib.request.urlopen(self.url + CALLS_PATH, timeout=10) as response:  # noqa: S310 - loopback
-            return Counter(json.loads(response.read()))
-
-    def add_fault(
-        self,
-        operation: str,
-        error: str,
-        *,
-        table: str | None = None,
-        error_type: str | None = None,
-        status: int = 400,
-        message: str | None = None,
-        times: int | None = None,
-    ) -> dict[str, Any]:
-        """Fail the next ``times`` calls of ``operation`` (None: until cleared) with ``error``; ``table``, a
-        substring of the table name or queue URL, narrows it (see the module docstring). Returns the fault."""
-        fault = {"operation": operation, "table": table, "error": error, "status": status, "times": times}
-        if error_type is not None:
-            fault["type"] = error_type
-        if message is not None:
-            fault["message"] = message
-        return self._faults_call("POST", fault)
-
-    def faults(self) -> list[dict[str, Any]]:
-        """The faults with their uses left (``times``) and how often each fired (``injected``)."""
-        return self._faults_call("GET")["faults"]
-
-    def clear_faults(self) -> None:
-        self._faults_call("DELETE")
-
-    def _faults_call(self, method: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(self.url + FAULTS_PATH, data=data, method=method)  # noqa: S310
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            raise ValueError(exc.read().decode(errors="replace")) from None
-        return json.loads(body) if body else None
 
     def stop(self) -> None:
         if self._process is None:
