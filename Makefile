@@ -5,7 +5,7 @@ export PYTHONPATH := $(CURDIR)/layers/common:$(CURDIR)
 export AWS_DEFAULT_REGION ?= ap-southeast-3
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint format validate unit integration e2e artefact bench build deploy smoke sam-invoke lock clean
+.PHONY: run test lint format validate unit integration e2e artefact bench build deploy smoke sam-invoke soak lock clean
 
 run:  ## run the whole system locally (moto, dynalite for DynamoDB, WhatsApp sandbox), Ctrl-C to stop
 	@bash scripts/node_deps.sh; $(PY) -m localrun $(ARGS)
@@ -51,6 +51,9 @@ smoke:  ## smoke-test a deployed stack: make smoke ARGS="--stack-name jastipin-d
 
 sam-invoke: build  ## every events/ file through `sam local invoke` (Docker) against `make run` (docs/sam-local.md)
 	@$(PY) scripts/sam_invoke.py $(ARGS)
+
+soak:  ## a 10,000-recipient fan-out while 100 webhooks/s arrive, end state checked; prints the table (~6 min)
+	@bash scripts/node_deps.sh && $(PY) bench/soak.py $(ARGS)
 
 lock:  ## re-make layers/common/requirements.txt (the runtime lock) from requirements.in
 	@bash scripts/lock.sh
