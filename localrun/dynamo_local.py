@@ -262,15 +262,8 @@ class DynaliteProcess(ControlSurface):  # calls and faults as MotoProcess has th
                     f"dynalite cannot listen on {self.host}:{self.port}: {message.get('message', code)}",
                 )
             self.port = int(message["port"])
-            deadline = time.monotonic() + timeout
-            while True:  # it listens; make sure it answers
-                try:
-                    self.snapshot()
-                    return self
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            self._wait_until_answering(timeout)  # it listens; make sure it answers
+            return self
         except BaseException:
             self.stop()
             raise

@@ -367,6 +367,18 @@ class ControlSurface:
     def clear_faults(self) -> None:
         self._faults_call("DELETE")
 
+    def _wait_until_answering(self, timeout: float) -> None:
+        """Poll the calls counter until the server answers (it listens already); raise after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.snapshot()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def _faults_call(self, method: str, payload: Any = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
         request = urllib.request.Request(self.url + FAULTS_PATH, data=data, method=method)  # noqa: S310
@@ -406,15 +418,8 @@ class MotoProcess(ControlSurface):
                 raise RuntimeError(f"moto server on {self.url} exited while starting") from None
             if error is not None:
                 raise OSError(error[0], f"moto server cannot listen on {self.host}:{self.port}: {error[1]}")
-            deadline = time.monotonic() + timeout
-            while True:  # the socket listens; make sure the server answers
-                try:
-                    self.snapshot()
-                    return self
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            self._wait_until_answering(timeout)  # the socket listens; make sure the server answers
+            return self
         except BaseException:
             self.stop()
             raise

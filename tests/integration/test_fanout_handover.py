@@ -40,6 +40,25 @@ def seed(ctx, trip: str, count: int) -> set[str]:
     return ids
 
 
+def sqs_event(message: dict, queue) -> dict:
+    """One received SQS message as Lambda's event source hands it to the function."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue.arn,
+                "awsRegion": REGION,
+            }
+        ]
+    }
+
+
 def run_queue(ctx, seconds: float, max_invocations: int = 200) -> tuple[int, int]:
     """Each message of the notifications queue in its own invocation with ``seconds`` to live, as the
     template's event source (batch size 1) delivers them; returns (invocations, fan-out invocations)."""
@@ -52,21 +71,7 @@ def run_queue(ctx, seconds: float, max_invocations: int = 200) -> tuple[int, int
             return invocations, fan_outs
         (m,) = messages
         fan_outs += '"participants"' not in m["Body"]
-        event = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": {"ApproximateReceiveCount": "1"},
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": queue.arn,
-                    "awsRegion": REGION,
-                }
-            ]
-        }
+        event = sqs_event(m, queue)
         response = ctx.sender.handler(event, FakeContext(seconds))
         invocations += 1
         assert response == {"batchItemFailures": []}
@@ -115,21 +120,7 @@ def test_a_redriven_fan_out_resumes_from_its_cursor_not_from_the_beginning(ctx):
     (original,) = sqs.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=1)["Messages"]
     # It had got part of the way before (say) its invocation was killed; later an operator redrives the
     # original message from the DLQ: it carries no cursor, but the stored progress does.
-    event = {
-        "Records": [
-            {
-                "messageId": original["MessageId"],
-                "receiptHandle": original["ReceiptHandle"],
-                "body": original["Body"],
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": original["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue.arn,
-                "awsRegion": REGION,
-            }
-        ]
-    }
+    event = sqs_event(original, queue)
     assert ctx.sender.handler(event, FakeContext(TINY_TIMEOUT_SECONDS)) == {"batchItemFailures": []}
     sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=original["ReceiptHandle"])
     reached = int(progress(ctx, body["job_id"])["next_chunk"]["N"])
