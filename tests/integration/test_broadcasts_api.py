@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from urllib.parse import urlencode
 
 import boto3
 import pytest
 
 from jastipin.ids import stable_id
+from localrun.sandbox import webhook_envelope
 from tests.conftest import REGION, load_event
 from tests.integration.conftest import FakeContext
 from tests.integration.test_api import create_trip
@@ -55,19 +57,26 @@ def proof(ctx, body, **kw):
 
 @pytest.fixture
 def joined(ctx):
-    """Three participants join over WhatsApp; the third then opts out of marketing messages."""
+    """Three participants join over WhatsApp; the third then stops marketing messages (Meta's
+    ``user_preferences`` webhook)."""
     create_trip(ctx)
     for n, phone in enumerate(PHONES):
         assert post_webhook(ctx, inbound("JOIN jpn25", f"wamid.join{n}", phone=phone))[0] == 200
     drain(ctx)
     ctx.sandbox.clear()
-    ddb = boto3.client("dynamodb", endpoint_url=ctx.moto_url, region_name=REGION)
-    ddb.update_item(
-        TableName=ctx.stack.tables["ContactsTable"],
-        Key={"wa_key": {"S": "+" + PHONES[2]}},
-        UpdateExpression="SET marketing_opt_out = :t",
-        ExpressionAttributeValues={":t": {"BOOL": True}},
-    )
+    preference = {
+        "wa_id": PHONES[2],
+        "detail": "User requested to stop marketing messages",
+        "category": "marketing_messages",
+        "value": "stop",
+        "timestamp": int(time.time()),
+    }
+    envelope = webhook_envelope({"user_preferences": [preference]}, phone_number_id="000000000000000")
+    assert post_webhook(ctx, envelope)[0] == 200
+    contact = boto3.client("dynamodb", endpoint_url=ctx.moto_url, region_name=REGION).get_item(
+        TableName=ctx.stack.tables["ContactsTable"], Key={"wa_key": {"S": "+" + PHONES[2]}}
+    )["Item"]
+    assert contact["marketing_opt_out"] == {"BOOL": True}
     return ctx
 
 

@@ -224,18 +224,24 @@ def test_a_late_older_message_never_moves_the_window_back(settings):
     from jastipin.inbound import Identity, touch_contact
 
     who = Identity(phone="+" + PHONE, user_id=None)
-    now = utcnow().replace(microsecond=0)
-    created = touch_contact(who, "Ani", now)
-    assert created.last_inbound_at == now and created.marketing_opt_out is False
+    now = utcnow().replace(minute=10, second=0, microsecond=0)
+    created, new_hour = touch_contact(who, "Ani", now)
+    assert created.last_inbound_at == now and created.marketing_opt_out is False and new_hour
     assert created.participant_id == who.participant_id
     Contact("+" + PHONE).update(actions=[Contact.marketing_opt_out.set(True)])
-    late = touch_contact(who, "Ani S.", now - timedelta(hours=2))  # delivered late: an older message
+    late, new_hour = touch_contact(who, "Ani S.", now - timedelta(hours=2))  # delivered late: older message
     assert late.last_inbound_at == now and late.name == "Ani S." and late.marketing_opt_out is True
-    newer = touch_contact(Identity(phone="+" + PHONE, user_id="ID.77"), None, now + timedelta(minutes=5))
+    assert not new_hour
+    newer, new_hour = touch_contact(
+        Identity(phone="+" + PHONE, user_id="ID.77"), None, now + timedelta(minutes=5)
+    )
     stored = Contact.get("+" + PHONE)
     assert newer.last_inbound_at == stored.last_inbound_at == now + timedelta(minutes=5)
+    assert not new_hour  # the same hour of activity: the audience counts stay
     assert stored.user_id == "ID.77" and stored.name == "Ani S."
     assert stored.participant_id == who.participant_id
+    _, new_hour = touch_contact(who, None, now + timedelta(hours=1))
+    assert new_hour
 
 
 @pytest.mark.parametrize("header", ["sha256=é", "sha256=" + "ａ" * 64, "sha256=\u0000"])

@@ -4,9 +4,11 @@ the estimate counts exactly the recipients a broadcast is queued for.
 - Every fan-out: members of the trip whose membership is active (not STOPped).
 - A broadcast (``AudienceFilter``) also needs the person to be *active*: their last activity — joining (or
   re-joining) this trip, or any WhatsApp message they sent us (``Contact.last_inbound_at``, whatever the
-  trip) — at or after ``active_since`` (spec: the last 7 days); and for a marketing template, not opted out
-  of marketing messages (STOP on Meta's side, ``user_preferences`` or error 131050).
+  trip) — at or after ``active_since`` (spec: the last 7 days; from the start of the hour 7 days ago); and for
+  a marketing template, not opted out of marketing messages (STOP on Meta's side, ``user_preferences`` or
+  error 131050).
 
+The estimate reads the same audience from kept counts (``jastipin.audience_counts``), not from the members.
 At send time the sender checks STOP and the marketing opt-out again (``delivery.Sender._decide``).
 """
 
@@ -30,9 +32,11 @@ T = TypeVar("T")
 def broadcast_filter(
     active_within_days: int, *, marketing: bool, now: datetime | None = None
 ) -> AudienceFilter:
-    return AudienceFilter(
-        active_since=(now or utcnow()) - timedelta(days=active_within_days), marketing=marketing
-    )
+    """Active in the last N days, counted from the start of the hour N days ago: the kept counts are by hour
+    of last activity (``jastipin.audience_counts``), so a cut-off on the hour is one they answer exactly."""
+    now = now or utcnow()
+    since = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=active_within_days)
+    return AudienceFilter(active_since=since, marketing=marketing)
 
 
 def last_activity(participant: Participant, contact: Contact | None) -> datetime | None:

@@ -19,10 +19,11 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from aws_lambda_powertools import Logger
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pynamodb.exceptions import DoesNotExist, PutError
 
-from jastipin import audience, texts
+from jastipin import audience, audience_counts, texts
 from jastipin.errors import Conflict
 from jastipin.ids import new_id, stable_id
 from jastipin.jobs import AudienceFilter, Job, JobKind, TemplateRef
@@ -33,6 +34,8 @@ from jastipin.templates import TemplateCategory, TemplateSpec, rate_rupiah, regi
 from jastipin.trips import get_trip
 
 CURRENCY = "IDR"
+
+logger = Logger(child=True)
 
 
 def template_parameter(value: str) -> str:
@@ -117,6 +120,19 @@ def _filter(spec: TemplateSpec, active_within_days: int) -> AudienceFilter:
     )
 
 
+def audience_size(trip: Trip, criteria: AudienceFilter) -> int:
+    """From the trip's kept counts (a constant number of small reads at any trip size); a trip that has none
+    yet (written around them, see ``jastipin.audience_counts``) is counted in full, as it always was."""
+    kept = audience_counts.estimate(trip, criteria)
+    if kept is not None:
+        return kept
+    logger.warning(
+        "trip has no kept audience counts: counted in full (python -m jastipin.audience_counts rebuild)",
+        extra={"trip_id": trip.trip_id},
+    )
+    return audience.count(trip.trip_id, criteria)
+
+
 def _estimate(
     trip: Trip, spec: TemplateSpec, criteria: AudienceFilter, days: int, settings: Settings
 ) -> Estimate:
@@ -126,7 +142,7 @@ def _estimate(
         category=spec.category.value,
         language=spec.language,
         active_within_days=days,
-        participants=audience.count(trip.trip_id, criteria),
+        participants=audience_size(trip, criteria),
         rate_rupiah=rate_rupiah(settings, spec.category.value),
     )
 

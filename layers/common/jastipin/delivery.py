@@ -9,7 +9,6 @@ the log at the start) are never sent again when SQS redelivers a message.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ from datetime import timedelta
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
 
 from jastipin.fanout import FanOut, FanOutTakenOver
 from jastipin.jobs import Job, JobKind, Recipient
@@ -388,9 +388,24 @@ def _wa_key(r: Recipient) -> str:
 
 
 def mark_marketing_opt_out(r: Recipient) -> None:
+    """Meta refused a marketing template (131050): the person stopped marketing messages on WhatsApp's side.
+    Recorded on the contact, and the person's audience counts follow, so the next estimate leaves them out."""
     from pynamodb.exceptions import UpdateError
 
-    with contextlib.suppress(UpdateError):
+    from jastipin import audience_counts
+
+    try:
         Contact(_wa_key(r)).update(
             actions=[Contact.marketing_opt_out.set(True)], condition=Contact.wa_key.exists()
         )
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return  # no contact: nobody to count
+        logger.warning("marketing opt-out not recorded", extra={"participant_id": r.id}, exc_info=True)
+        return
+    try:
+        audience_counts.sync_person(_wa_key(r))
+    except (ClientError, RuntimeError):
+        # The send itself is decided (failed, logged); the sender re-checks consent on every later send. A
+        # count left behind shows as an estimate one too high until the person's next change syncs it.
+        logger.warning("marketing opt-out not recorded", extra={"participant_id": r.id}, exc_info=True)

@@ -14,7 +14,8 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from jastipin import texts
+from jastipin import audience_counts, texts
+from jastipin.audience_counts import hour_start
 from jastipin.commands import Command, CommandKind, parse_command
 from jastipin.ids import stable_id
 from jastipin.jobs import Job, JobKind, Recipient, sqs_safe_json
@@ -83,10 +84,13 @@ def _message_time(message: InboundMessage) -> datetime:
         return utcnow()
 
 
-def touch_contact(identity: Identity, name: str | None, at: datetime) -> Contact:
-    """Record an inbound message: opens (or extends) the 24-hour free-form window. One UpdateItem, which
-    creates the contact if new and returns it as stored; the window never moves back (a late, older message
-    fails the condition and is recorded without it: a second update)."""
+def touch_contact(identity: Identity, name: str | None, at: datetime) -> tuple[Contact, bool]:
+    """Record an inbound message: opens (or extends) the 24-hour free-form window. Returns the contact as
+    stored and whether its last activity moved into a later hour (its trips' audience counts move then).
+
+    One UpdateItem in the usual case, which creates the contact if new and returns it: its condition holds
+    when the message starts a new hour of activity. A later message within the hour takes a second update,
+    and a late, older message (the window never moves back) a third, without the time."""
     contact = Contact(identity.wa_key)
     actions = [
         Contact.participant_id.set(Contact.participant_id | identity.participant_id),  # if_not_exists
@@ -99,16 +103,18 @@ def touch_contact(identity: Identity, name: str | None, at: datetime) -> Contact
         actions.append(Contact.user_id.set(identity.user_id))
     if name:
         actions.append(Contact.name.set(name))
-    try:
-        contact.update(
-            actions=[*actions, Contact.last_inbound_at.set(at)],
-            condition=Contact.last_inbound_at.does_not_exist() | (Contact.last_inbound_at < at),
-        )
-    except UpdateError as exc:
-        if exc.cause_response_code != "ConditionalCheckFailedException":
-            raise
-        contact.update(actions=actions)
-    return contact
+    for before, new_hour in ((hour_start(at), True), (at, False)):
+        try:
+            contact.update(
+                actions=[*actions, Contact.last_inbound_at.set(at)],
+                condition=Contact.last_inbound_at.does_not_exist() | (Contact.last_inbound_at < before),
+            )
+            return contact, new_hour
+        except UpdateError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise
+    contact.update(actions=actions)
+    return contact, False
 
 
 class CommandHandler:
@@ -122,7 +128,9 @@ class CommandHandler:
             logger.warning("inbound message without a usable sender", extra={"message_type": message.type})
             return None
         name = next((c.profile.name for c in contacts if c.profile and c.profile.name), None)
-        contact = touch_contact(identity, name, _message_time(message))
+        contact, new_hour = touch_contact(identity, name, _message_time(message))
+        if new_hour:
+            audience_counts.sync_person(identity.wa_key)  # last activity moved in every trip they are in
         if message.type != "text":
             # Images, stickers, reactions, locations...: the window opens, nothing to answer.
             logger.info("non-text inbound message ignored", extra={"message_type": message.type})
@@ -185,6 +193,7 @@ class CommandHandler:
             if name:
                 actions.append(Participant.name.set(name))
             membership.update(actions=actions)
+        audience_counts.sync_member(trip.trip_id, identity.participant_id)
         contact.update(actions=[Contact.last_trip_id.set(trip.trip_id)])
         return texts.joined(trip.title)
 
@@ -204,6 +213,7 @@ class CommandHandler:
             if exc.cause_response_code != "ConditionalCheckFailedException":
                 raise  # the table failed: the message comes back from the queue and STOP is applied then
             return texts.not_joined()
+        audience_counts.sync_member(trip.trip_id, identity.participant_id)
         return texts.stopped(trip.title, trip.trip_id)
 
     def _queue_reply(
@@ -293,6 +303,7 @@ def apply_preference(preference: UserPreference) -> None:
             if exc.cause_response_code != "ConditionalCheckFailedException":
                 raise  # the table failed: the webhook answers 500, Meta delivers it again
             continue  # no such contact
+        audience_counts.sync_person(key)  # a failure answers 500 too: Meta retries, the sync runs again
 
 
 DEDUP_SECONDS = 7 * 24 * 3600  # Meta retries a webhook for up to 7 days

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     rate_limit_table: str
     broadcasts_table: str
     jobs_table: str
+    audience_table: str  # kept broadcast-audience counts (jastipin.audience_counts)
 
     notifications_queue_url: str
     broadcast_queue_url: str

@@ -24,6 +24,7 @@ from pynamodb.attributes import (
     BooleanAttribute,
     JSONAttribute,
     ListAttribute,
+    MapAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -84,6 +85,9 @@ class Trip(Model):
     window_policy = UnicodeAttribute(default=WindowPolicy.SKIP.value)
     window_template = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute(default_for_new=utcnow)
+    # The broadcast audience of this trip is counted as it changes (jastipin.audience_counts); unset for a
+    # trip written around that (bulk import, older data) until its counts are rebuilt.
+    audience_counted = BooleanAttribute(null=True)
 
 
 class ByParticipant(GlobalSecondaryIndex["Participant"]):
@@ -293,6 +297,20 @@ class FanOutProgress(Model):
     expires_at = TTLAttribute()
 
 
+class AudienceShard(Model):
+    """The items holding a trip's kept audience counts (``jastipin.audience_counts``): per shard, a members
+    item (one attribute per member, named by its participant id) and a histogram item. Member attributes
+    have no fixed names, so the items are read and written through the low-level client; the model names
+    the table."""
+
+    class Meta:
+        table_name = "audience"
+
+    trip_id = UnicodeAttribute(hash_key=True)
+    part = UnicodeAttribute(range_key=True)  # m00 .. m63 (members), h00 .. h63 (histograms)
+    hist = MapAttribute(null=True)
+
+
 ALL_MODELS: dict[str, type[Model]] = {
     "trips_table": Trip,
     "participants_table": Participant,
@@ -301,6 +319,7 @@ ALL_MODELS: dict[str, type[Model]] = {
     "notifications_log_table": NotificationLog,
     "broadcasts_table": Broadcast,
     "jobs_table": FanOutProgress,
+    "audience_table": AudienceShard,
 }
 
 

@@ -79,6 +79,7 @@ def create_trip(request: CreateTripRequest) -> Trip:
         owner_phone=request.owner_phone,
         window_policy=request.window_policy.value,
         window_template=request.window_template,
+        audience_counted=True,  # counted from its first member on (jastipin.audience_counts)
     )
     try:
         trip.save(condition=Trip.trip_id.does_not_exist())
