@@ -93,6 +93,7 @@ def test_duplicate_slug_is_409(ctx):
         ({"title": "x", "owner_phone": "081234567890"}, "slug"),
         ({"slug": "a b!", "title": "x", "owner_phone": "081234567890"}, "slug"),
         ({"slug": "jpn25", "title": "", "owner_phone": "081234567890"}, "title"),
+        ({"slug": "jpn25", "title": "Jastip \u202eJepang", "owner_phone": "081234567890"}, "title"),
         ({"slug": "jpn25", "title": "x", "owner_phone": "12"}, "owner_phone"),
         ({"slug": "jpn25", "title": "x", "owner_phone": "081234567890", "extra": 1}, "extra"),
         ({"slug": "jpn25", "title": "x", "owner_phone": "081234567890", "window_policy": "template"}, "body"),
@@ -115,6 +116,12 @@ def test_schema_errors_are_422_naming_the_field(ctx, body, field):
         ({"name": "A", "price": False}, "price"),
         ({"name": "A", "price": "450000"}, "price"),
         ({"name": "A", "price": 450000.0}, "price"),
+        # text that reaches WhatsApp: no control characters, no bidirectional overrides (jastipin.safe_text)
+        ({"name": "Tumbler \u202egpj.exe", "price": 1}, "name"),
+        ({"name": "Tumbler\x00", "price": 1}, "name"),
+        ({"name": "Tumbler\nbaru", "price": 1}, "name"),  # a name is one line
+        ({"name": "A", "price": 1, "description": "warna \u2066biru"}, "description"),
+        ({"name": "A", "price": 1, "description": "bell\x07"}, "description"),
     ],
 )
 def test_product_schema_errors(ctx, body, field):

@@ -338,6 +338,8 @@ def test_bad_template_requests_are_rejected_before_anything_is_queued(settings, 
     [
         ({"template": "trip_reminder", "parameters": ["a\nb"]}, "parameters.0"),
         ({"template": "trip_reminder", "parameters": [""]}, "parameters.0"),
+        ({"template": "trip_reminder", "parameters": ["Jastip \u202eJepang"]}, "parameters.0"),
+        ({"template": "trip_reminder", "parameters": ["Jastip\x1bJepang"]}, "parameters.0"),
         ({"template": "trip_reminder", "active_within_days": -1}, "active_within_days"),
         ({"template": "trip_reminder", "active_within_days": 31}, "active_within_days"),
         ({"template": "trip_reminder", "idempotency_key": "a b"}, "idempotency_key"),

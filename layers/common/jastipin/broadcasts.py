@@ -28,6 +28,7 @@ from jastipin.errors import Conflict
 from jastipin.ids import new_id, stable_id
 from jastipin.jobs import AudienceFilter, Job, JobKind, TemplateRef
 from jastipin.queues import JobQueues
+from jastipin.safe_text import clean_line
 from jastipin.settings import Settings
 from jastipin.tables import Broadcast, BroadcastStatus, Trip
 from jastipin.templates import TemplateCategory, TemplateSpec, rate_rupiah, registry
@@ -39,10 +40,11 @@ logger = Logger(child=True)
 
 
 def template_parameter(value: str) -> str:
-    # Meta rejects body parameters with new lines, tabs or more than 4 spaces in a row (error 132018).
+    # Meta rejects body parameters with new lines, tabs or more than 4 spaces in a row (error 132018); other
+    # control characters and bidirectional overrides are refused as in every text that reaches WhatsApp.
     if "\n" in value or "\t" in value or " " * 5 in value:
         raise ValueError("must not contain new lines, tabs or more than 4 consecutive spaces")
-    return value
+    return clean_line(value)
 
 
 TemplateParameter = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(template_parameter)]

@@ -23,6 +23,7 @@ from jastipin.errors import Unprocessable
 from jastipin.ids import stable_id
 from jastipin.jobs import Job, JobKind, Recipient
 from jastipin.queues import JobQueues
+from jastipin.safe_text import CleanText
 from jastipin.settings import Settings
 from jastipin.tables import Participant
 from jastipin.templates import PROOF_TEMPLATE, registry
@@ -41,7 +42,7 @@ class ProofRequest(BaseModel):
     media_id: str | None = Field(
         default=None, pattern=r"^[0-9]{1,64}$", description="or an uploaded media id"
     )
-    caption: str | None = Field(default=None, min_length=1, max_length=500)
+    caption: CleanText | None = Field(default=None, min_length=1, max_length=500)
 
     @field_validator("image_url")
     @classmethod

@@ -14,6 +14,7 @@ from jastipin.ids import new_id
 from jastipin.jobs import Job, JobKind, TemplateRef
 from jastipin.phones import InvalidPhoneNumber, to_e164
 from jastipin.queues import JobQueues
+from jastipin.safe_text import CleanLine, CleanText
 from jastipin.tables import Product, Trip, WindowPolicy
 
 MAX_PRICE = 10**12
@@ -25,7 +26,7 @@ class _Request(BaseModel):
 
 class CreateTripRequest(_Request):
     slug: str = Field(min_length=2, max_length=40, description="trip code participants type: JOIN <slug>")
-    title: str = Field(min_length=1, max_length=120)
+    title: CleanLine = Field(min_length=1, max_length=120)
     owner_phone: str = Field(min_length=4, max_length=32, description="jastiper's WhatsApp number")
     window_policy: WindowPolicy = WindowPolicy.SKIP
     window_template: str | None = Field(default=None, min_length=1, max_length=512)
@@ -54,10 +55,10 @@ class CreateTripRequest(_Request):
 
 
 class NewProductRequest(_Request):
-    name: str = Field(min_length=1, max_length=200)
+    name: CleanLine = Field(min_length=1, max_length=200)
     # strict: JSON true/false or "450000" is not a price (lax mode would read them as 1/0 and 450000)
     price: int = Field(ge=0, le=MAX_PRICE, strict=True, description="price in rupiah")
-    description: str | None = Field(default=None, max_length=1000)
+    description: CleanText | None = Field(default=None, max_length=1000)
     image_url: HttpUrl | None = None
 
 
