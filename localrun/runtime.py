@@ -108,6 +108,7 @@ class RuntimeConfig:
     whatsapp_url: str | None = None  # None: the local sandbox; else e.g. https://graph.facebook.com
     sandbox_latency_ms: float = 0.0
     status_callbacks: bool = True
+    status_schedules: list[list[tuple[str, float]]] | None = None  # see WhatsAppSandbox
     enable_pollers: bool = True
     # Event source MaximumConcurrency overrides by queue logical id (e.g. {"NotificationsQueue": 3}).
     esm_concurrency: dict[str, int] = field(default_factory=dict)
@@ -229,6 +230,7 @@ class LocalRuntime:
                 webhook_url=self.api.url + WEBHOOK_PATH,
                 status_callbacks=cfg.status_callbacks,
                 latency_ms=cfg.sandbox_latency_ms,
+                status_schedules=cfg.status_schedules,
             )
             with _listening("sandbox", cfg.host, cfg.sandbox_port):
                 self.sandbox = sandbox.start()

@@ -39,6 +39,7 @@ import base64
 import contextlib
 import copy
 import hashlib
+import heapq
 import hmac
 import json
 import logging
@@ -49,6 +50,7 @@ import socket
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -557,6 +559,7 @@ class WhatsAppSandbox:
         webhook_url: str | None = None,
         status_callbacks: bool = False,
         latency_ms: float = 0.0,
+        status_schedules: list[list[tuple[str, float]]] | None = None,
     ) -> None:
         if not access_token:
             raise ValueError("access_token must not be empty")
@@ -574,6 +577,15 @@ class WhatsAppSandbox:
         self.webhook_url = webhook_url
         self.status_callbacks = status_callbacks
         self.latency_ms = float(latency_ms)
+        # With status_callbacks: the statuses posted for the n-th accepted message and when, in ms after it
+        # was accepted (before our answer to the send leaves), from schedule n % len(...); None: "sent" then
+        # "delivered" at once. E.g. [[("read", 0), ("delivered", 0)], [("delivered", 2000)]]: reversed, late.
+        for schedule in status_schedules or []:
+            for status, offset in schedule:
+                if status not in STATUS_VALUES or offset < 0:
+                    raise ValueError(f"bad status schedule step: {(status, offset)!r}")
+        self.status_schedules = [list(s) for s in status_schedules or []]
+        self._accepted = 0
         self.display_phone_number = DEFAULT_DISPLAY_PHONE_NUMBER
         self.waba_id = DEFAULT_WABA_ID
 
@@ -589,7 +601,9 @@ class WhatsAppSandbox:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._callbacks: queue.Queue[tuple[str, str, list[tuple[str, int | None]]] | None] = queue.Queue()
+        self._callbacks: queue.Queue[tuple[str, str, list[tuple[str, int | None, float]]] | None] = (
+            queue.Queue()
+        )
         self._callback_thread: threading.Thread | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -810,7 +824,16 @@ class WhatsAppSandbox:
 
         if self._callback_thread is not None:
             failure = fault["code"] if fault is not None else None
-            steps = [("failed", failure)] if failure else [("sent", None), ("delivered", None)]
+            now = time.monotonic()
+            if failure:
+                steps = [("failed", failure, now)]
+            elif self.status_schedules:
+                with self._lock:
+                    schedule = self.status_schedules[self._accepted % len(self.status_schedules)]
+                    self._accepted += 1
+                steps = [(status, None, now + offset / 1000) for status, offset in schedule]
+            else:
+                steps = [("sent", None, now), ("delivered", None, now)]
             self._callbacks.put((record["id"], record["to"], steps))
         contact = {"input": given, "wa_id": record["to"]}
         if not _PHONE.match(given):
@@ -1003,15 +1026,34 @@ class WhatsAppSandbox:
         return self._envelope({"statuses": [entry]})
 
     def _callback_worker(self) -> None:
-        """Posts automatic status callbacks in order, off the request threads."""
-        with httpx.Client(timeout=WEBHOOK_TIMEOUT_S, trust_env=False) as client:
+        """Posts automatic status callbacks when they are due (in order of due time, then of acceptance),
+        off the request threads."""
+        due: list[tuple[float, int, str, str, str, int | None]] = []
+        order = 0
+        # Scheduled statuses are posted by several threads, as Meta posts them: one message's statuses due
+        # at the same moment may then arrive in either order (their schedule is the order they are sent in).
+        posters = ThreadPoolExecutor(max_workers=8 if self.status_schedules else 1)
+
+        def post(client: httpx.Client, wamid: str, recipient: str, status: str, code: int | None) -> None:
+            try:
+                self._post_webhook(self._status_payload(wamid, status, recipient, code), client)
+            except Exception:  # never let a callback problem kill the worker
+                logger.exception("whatsapp sandbox: status callback for %s failed", wamid)
+
+        with httpx.Client(timeout=WEBHOOK_TIMEOUT_S, trust_env=False) as client, posters:
             while True:
-                item = self._callbacks.get()
+                wait = max(0.0, due[0][0] - time.monotonic()) if due else None
+                try:
+                    item = self._callbacks.get(timeout=wait)
+                except queue.Empty:
+                    item = ()
                 if item is None or self._stopping.is_set():
                     return
-                wamid, recipient, steps = item
-                for status, code in steps:
-                    try:
-                        self._post_webhook(self._status_payload(wamid, status, recipient, code), client)
-                    except Exception:  # never let a callback problem kill the worker
-                        logger.exception("whatsapp sandbox: status callback for %s failed", wamid)
+                if item:
+                    wamid, recipient, steps = item
+                    for status, code, at in steps:
+                        heapq.heappush(due, (at, order, wamid, recipient, status, code))
+                        order += 1
+                while due and due[0][0] <= time.monotonic():
+                    _, _, wamid, recipient, status, code = heapq.heappop(due)
+                    posters.submit(post, client, wamid, recipient, status, code)

@@ -12,11 +12,12 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from jastipin.ids import stable_id
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime, free_port
+from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port
 
 PYNAMODB_TIME = "%Y-%m-%dT%H:%M:%S.%f+0000"  # UTCDateTimeAttribute's format
 API_AUTH = {"Authorization": f"Bearer {LOCAL_SECRETS['API_TOKEN']}"}
@@ -24,6 +25,11 @@ API_AUTH = {"Authorization": f"Bearer {LOCAL_SECRETS['API_TOKEN']}"}
 
 def phone(n: int) -> str:
     return f"+62813{n:08d}"
+
+
+def local_config(**settings: Any) -> RuntimeConfig:
+    """A local runtime's configuration on free ports (API, sandbox, moto), with ``settings`` on top."""
+    return RuntimeConfig(api_port=free_port(), sandbox_port=free_port(), moto_port=free_port(), **settings)
 
 
 def create_trip(runtime: LocalRuntime, slug: str, **extra: str) -> None:

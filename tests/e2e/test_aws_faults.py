@@ -131,9 +131,9 @@ def test_throttled_log_writes_are_absorbed_by_sdk_retries(runtime):
     create_trip(runtime, "throttle")
     ids = seed_participants(runtime, "throttle", 30, start=1000)
     failures = failed_receives(runtime, "NotificationsQueue")
-    # Fewer failures than one call's attempts: whichever BatchWriteItem calls they hit, each succeeds.
+    # Fewer failures than one call's attempts: whichever outcome writes (UpdateItem) they hit, each succeeds.
     runtime.moto.add_fault(
-        "dynamodb.BatchWriteItem", THROTTLED, table="NotificationsLogTable", times=SDK_ATTEMPTS - 1
+        "dynamodb.UpdateItem", THROTTLED, table="NotificationsLogTable", times=SDK_ATTEMPTS - 1
     )
     with visibility(runtime, "NotificationsQueue", 12):  # the SDK's backoffs may take up to 7 s
         job = upload_product(runtime, "throttle")
@@ -154,7 +154,7 @@ def test_log_writes_failing_longer_than_the_sdk_retries(runtime):
     ids = seed_participants(runtime, "logdown", count, start=1100)
     failures = failed_receives(runtime, "NotificationsQueue")
     with visibility(runtime, "NotificationsQueue", 12):  # an invocation waits out the SDK's retries (≤ 7 s)
-        runtime.moto.add_fault("dynamodb.BatchWriteItem", THROTTLED, table="NotificationsLogTable")
+        runtime.moto.add_fault("dynamodb.UpdateItem", THROTTLED, table="NotificationsLogTable")
         job = upload_product(runtime, "logdown")
         wait_until(lambda: failed_receives(runtime, "NotificationsQueue") > failures, 30, "the chunk to fail")
         assert not log_entries(runtime, job)  # nothing could be logged

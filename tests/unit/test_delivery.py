@@ -228,3 +228,58 @@ def test_fan_out_pages_active_participants_into_chunks(settings, whatsapp_client
     assert [len(c) for c in chunks] == [3, 3]
     assert sorted(r.id for c in chunks for r in c) == sorted(f"p_{n:016d}" for n in range(7) if n != 3)
     assert {job.job_id for job, _, _ in queues.sent} == {"job_1"}
+
+
+def test_a_timed_out_send_whose_status_arrives_in_the_backoff_is_not_sent_again(settings, no_sleep):
+    """The send to one recipient times out, yet Meta took it: its "delivered" status (echoing our log key)
+    arrives while the sender waits out the backoff, so the sender does not send a second copy."""
+    import json
+
+    import httpx
+
+    from jastipin.inbound import apply_status
+    from jastipin.webhook_payload import StatusUpdate
+    from jastipin.whatsapp import WhatsAppClient
+
+    recipients = seed(3)
+    stalled = recipients[1]
+    requests: list[str] = []
+
+    def graph(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        requests.append(body["to"])
+        if body["to"] == stalled.phone.lstrip("+") and requests.count(body["to"]) == 1:
+            raise httpx.ReadTimeout("stalled past the client timeout", request=request)
+        return httpx.Response(200, json={"messages": [{"id": f"wamid.{len(requests)}"}]})
+
+    def status_arrives(seconds: float) -> None:
+        no_sleep(seconds)
+        apply_status(
+            StatusUpdate(
+                id="wamid.taken-by-meta",
+                status="delivered",
+                biz_opaque_callback_data=f"job_t|{stalled.id}",
+            )
+        )
+
+    client = WhatsAppClient(
+        base_url="https://graph.test",
+        version="v23.0",
+        phone_number_id="123",
+        access_token="tok",
+        transport=httpx.MockTransport(graph),
+    )
+    sender = Sender(settings, RecordingQueues(), client, TokenBucket(1000), sleep=status_arrives)
+    job = Job(
+        job_id="job_t",
+        kind=JobKind.PRODUCT_UPDATE,
+        trip_id="jpn25",
+        participants=recipients,
+        message="Produk baru",
+    )
+    sender.send_chunk(job, Deadline(lambda: 60_000))
+    assert requests.count(stalled.phone.lstrip("+")) == 1  # not sent twice
+    assert len(requests) == 3  # three recipients, each sent once
+    entry = NotificationLog.get("job_t", stalled.id)
+    assert (entry.status, entry.provider_msg_id) == ("delivered", "wamid.taken-by-meta")
+    assert no_sleep.waits == [2.0]  # the backoff it waited before deciding

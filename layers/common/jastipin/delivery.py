@@ -20,6 +20,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
+from jastipin import notification_log
 from jastipin.fanout import FanOut, FanOutTakenOver
 from jastipin.jobs import Job, JobKind, Recipient
 from jastipin.observability import breakdown
@@ -29,7 +30,6 @@ from jastipin.tables import (
     FINAL_STATUSES,
     Contact,
     LogStatus,
-    NotificationLog,
     Participant,
     ParticipantStatus,
     log_expiry,
@@ -118,6 +118,9 @@ class Sender:
         self.limiter = limiter
         self._sleep = sleep
         self._pool = ThreadPoolExecutor(max_workers=settings.send_concurrency, thread_name_prefix="send")
+        # Outcomes are conditional updates (they merge with statuses that came first): a flush writes its
+        # up to LOG_FLUSH_SIZE entries side by side.
+        self._log_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="log")
 
     # -- fan-out -----------------------------------------------------------------------------------------
     def fan_out(self, job: Job, deadline: Deadline | None = None) -> int:
@@ -161,17 +164,38 @@ class Sender:
                 break
             if pending:
                 self._sleep(wait)
+                # A send that timed out may have reached Meta: its status (echoing our log key) had the
+                # backoff to arrive. Those recipients are not sent to again.
+                out = self._already_out(job, pending)
+                if out:
+                    logger.info("timed-out sends that reached Meta", extra={"recipients": len(out)})
+                    pending = [r for r in pending if r.id not in out]
         self._count(job, result)
         return result
 
     def _previous_outcomes(self, job: Job, recipients: list[Recipient]) -> dict[str, tuple[str, int]]:
-        keys = [(job.job_id, r.id) for r in recipients]
-        found: dict[str, tuple[str, int]] = {}
-        for entry in NotificationLog.batch_get(
-            keys, attributes_to_get=["participant_id", "status", "attempts"]
-        ):
-            found[entry.participant_id] = (LogStatus(entry.status), int(entry.attempts or 0))
-        return found
+        """The log's view of these recipients. A stub (a status that came before this job's outcome, whose
+        invocation then ended) is completed here: the message went out, nothing is sent again."""
+        found = notification_log.previous(job.job_id, [r.id for r in recipients])
+        stubs = [
+            Outcome(r, LogStatus.SENT, max(1, found[r.id].attempts), found[r.id].provider_msg_id)
+            for r in recipients
+            if r.id in found and not found[r.id].complete and found[r.id].status in FINAL_STATUSES
+        ]
+        if stubs:
+            self._write_log(job, stubs)
+        return {pid: (p.status, p.attempts) for pid, p in found.items()}
+
+    def _already_out(self, job: Job, recipients: list[Recipient]) -> set[str]:
+        """Recipients whose message a status has shown to be out (sent, delivered, read, or failed at Meta)
+        although this invocation saw the send fail: a timed-out send that Meta took. Not sent again."""
+        found = notification_log.previous(job.job_id, [r.id for r in recipients])
+        return {
+            pid
+            for pid, p in found.items()
+            if p.status in (LogStatus.SENT, LogStatus.DELIVERED, LogStatus.READ, LogStatus.FAILED)
+            and p.provider_msg_id
+        }
 
     def _decide(
         self, job: Job, recipients: list[Recipient], attempts: dict[str, int]
@@ -349,26 +373,25 @@ class Sender:
         )
 
     def _write_log(self, job: Job, outcomes: Iterable[Outcome]) -> None:
-        now = utcnow()
-        expires = log_expiry(self.settings, now)
-        with NotificationLog.batch_write() as batch:
-            for o in outcomes:
-                batch.save(
-                    NotificationLog(
-                        job.job_id,
-                        o.recipient.id,
-                        trip_id=job.trip_id,
-                        message_type=job.template or job.kind.value,
-                        status=o.status.value,
-                        provider_msg_id=o.provider_msg_id,
-                        attempts=o.attempts,
-                        reason=o.reason,
-                        error_code=o.error_code,
-                        created_at=now.isoformat(),
-                        updated_at=now.isoformat(),
-                        expires_at=expires,
-                    )
-                )
+        """Record outcomes (``jastipin.notification_log``): skips in one batch (no status can race them),
+        the rest as merges with any status that arrived first, side by side."""
+        expires = log_expiry(self.settings)
+        message_type = job.template or job.kind.value
+        as_logged = [
+            notification_log.Outcome(
+                o.recipient.id, o.status, o.attempts, o.provider_msg_id, o.reason, o.error_code
+            )
+            for o in outcomes
+        ]
+        skips = [o for o in as_logged if o.status is LogStatus.SKIPPED]
+        others = [o for o in as_logged if o.status is not LogStatus.SKIPPED]
+        if skips:
+            notification_log.record_many(job.job_id, job.trip_id, message_type, skips, expires)
+        list(
+            self._log_pool.map(
+                lambda o: notification_log.record(job.job_id, job.trip_id, message_type, o, expires), others
+            )
+        )
 
     @staticmethod
     def _count(job: Job, result: ChunkResult) -> None:

@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, ConfigDict, Field
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from jastipin import audience_counts, texts
+from jastipin import audience_counts, notification_log, texts
 from jastipin.audience_counts import hour_start
 from jastipin.commands import Command, CommandKind, parse_command
 from jastipin.ids import stable_id
@@ -22,10 +23,8 @@ from jastipin.jobs import Job, JobKind, Recipient, sqs_safe_json
 from jastipin.phones import InvalidPhoneNumber, to_e164
 from jastipin.queues import JobQueues, QueueError
 from jastipin.tables import (
-    STATUS_RANK,
     Contact,
     LogStatus,
-    NotificationLog,
     Participant,
     ParticipantStatus,
     Trip,
@@ -235,49 +234,37 @@ class CommandHandler:
         self._queues.send(job)
 
 
-def apply_status(status: StatusUpdate) -> bool:
-    """Move a log entry forward (never backwards); returns False when nothing changed.
-
-    The entry is found by the key the sender passed as ``biz_opaque_callback_data`` (one conditional
-    UpdateItem, which also checks the wamid), or else through the wamid index (a Query first)."""
+def apply_status(status: StatusUpdate, log_ttl_days: float = 3) -> bool:
+    """Apply one of Meta's statuses to the notifications log (``jastipin.notification_log``: kept even when
+    it arrives before the sender's outcome); returns False when nothing changed (a duplicate or an older
+    status). A status the log cannot place is kept until it expires, and counted."""
     try:
         new = LogStatus(status.status)
     except ValueError:
         return False
     if new is LogStatus.SENT:
-        # Only the sender gives an entry its wamid, and it logs "sent" with it: nothing can move. Skipping the
-        # lookup and the (failing) conditional write saves both on every message (README, Cost).
+        # Only the sender gives an entry its wamid, and it records "sent" with it; Meta repeats the pricing
+        # with "delivered". Skipping it saves a write on every message (README, Cost).
         return False
-    key = parse_log_key(status.biz_opaque_callback_data)
-    if key is None:
-        matches = list(NotificationLog.by_provider_msg_id.query(status.id, limit=1))
-        if not matches:
-            logger.info("status for unknown message", extra={"status": new.value})
-            return False
-        key = (matches[0].job_id, matches[0].participant_id)
-    lower = [s.value for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[new]]
-    if new is LogStatus.FAILED:
-        lower = [LogStatus.QUEUED.value, LogStatus.SENT.value, LogStatus.DELIVERED.value]
-    actions = [NotificationLog.status.set(new.value), NotificationLog.updated_at.set(utcnow().isoformat())]
-    if new is LogStatus.FAILED and status.errors:
-        actions.append(NotificationLog.error_code.set(status.errors[0].code))
-        actions.append(NotificationLog.reason.set(f"whatsapp_error_{status.errors[0].code}"))
-    if status.pricing is not None:
-        if status.pricing.category:
-            actions.append(NotificationLog.pricing_category.set(status.pricing.category))
-        if status.pricing.billable is not None:
-            actions.append(NotificationLog.billable.set(status.pricing.billable))
-    try:
-        NotificationLog(*key).update(
-            actions=actions,
-            condition=NotificationLog.status.is_in(*lower) & (NotificationLog.provider_msg_id == status.id),
+    change = notification_log.StatusChange(
+        wamid=status.id,
+        status=new,
+        key=parse_log_key(status.biz_opaque_callback_data),
+        error_code=status.errors[0].code if new is LogStatus.FAILED and status.errors else None,
+        pricing_category=status.pricing.category if status.pricing else None,
+        pricing_type=status.pricing.type if status.pricing else None,
+        billable=status.pricing.billable if status.pricing else None,
+    )
+    result = notification_log.apply_status(change, utcnow() + timedelta(days=log_ttl_days))
+    if result in ("kept", "unknown"):
+        name = "StatusBeforeOutcome" if result == "kept" else "StatusForUnknownMessage"
+        with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:
+            metric.add_dimension(name="service", value="jastipin")
+        logger.info(
+            "status kept before its outcome" if result == "kept" else "status for unknown message",
+            extra={"status": new.value},
         )
-    except UpdateError as exc:
-        if exc.cause_response_code != "ConditionalCheckFailedException":
-            raise  # the table failed (throttled, unavailable): the webhook answers 500, Meta retries
-        # Duplicate or out of order (the entry is at or past this status), or not logged (yet).
-        return False
-    return True
+    return result in ("applied", "kept")
 
 
 def apply_preference(preference: UserPreference) -> None:

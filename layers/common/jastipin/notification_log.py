@@ -1,0 +1,254 @@
+"""The notifications log: one entry per (job, recipient), the one module that knows its keys, conditions
+and update expressions. The sender records outcomes here, the webhook applies Meta's statuses here, the
+ledger and the admin API read here.
+
+Any order, any timing. Meta often posts a message's statuses before the sender has stored the send's outcome
+(sometimes before the send's HTTP response has been read). Both writers therefore *merge* into the entry,
+whichever comes first, and nothing moves backwards:
+
+- A status (``apply_status``) creates the entry if it is not there yet (a *stub*: status, wamid, pricing,
+  error, expiry; no trip, type or attempts) or moves it forward: ``queued < sent < delivered < read``, read
+  implying delivered; ``failed`` is final and keeps Meta's error. A duplicate or an older status changes
+  nothing. A status of a queued entry without a wamid (the send timed out, yet Meta took it) gives it the
+  wamid, so the sender does not send again.
+- An outcome (``record``) sets the entry's job fields, and its status only if the entry has none yet or is
+  still ``queued``: a status that arrived first is kept. A stub the sender never completes (a status for a
+  message that is not ours) expires with the log's TTL; it is counted when made (metric
+  ``StatusBeforeOutcome``), and a status that names no entry and whose wamid is unknown is counted too
+  (``StatusForUnknownMessage``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from aws_lambda_powertools import Logger
+from pynamodb.exceptions import UpdateError
+
+from jastipin.tables import (
+    FINAL_STATUSES,
+    STATUS_RANK,
+    LogStatus,
+    NotificationLog,
+    log_key,
+    parse_log_key,
+    utcnow,
+)
+
+logger = Logger(child=True)
+
+__all__ = [
+    "Outcome",
+    "StatusChange",
+    "apply_status",
+    "log_key",
+    "parse_log_key",
+    "previous",
+    "record",
+    "record_many",
+]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the sender decided or saw for one recipient of a job."""
+
+    participant_id: str
+    status: LogStatus
+    attempts: int
+    provider_msg_id: str | None = None
+    reason: str | None = None
+    error_code: int | None = None
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """One of Meta's statuses, as the webhook read it."""
+
+    wamid: str
+    status: LogStatus
+    key: tuple[str, str] | None  # (job id, participant id) from biz_opaque_callback_data
+    error_code: int | None = None
+    pricing_category: str | None = None
+    pricing_type: str | None = None
+    billable: bool | None = None
+
+
+@dataclass(frozen=True)
+class Previous:
+    status: LogStatus
+    attempts: int
+    provider_msg_id: str | None
+    complete: bool  # False: a stub a status made; the sender has not recorded its outcome yet
+
+
+def _lower_than(status: LogStatus) -> list[str]:
+    if status is LogStatus.FAILED:
+        return [LogStatus.QUEUED.value, LogStatus.SENT.value, LogStatus.DELIVERED.value]
+    return [s.value for s, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]
+
+
+# -- the sender ----------------------------------------------------------------------------------------------
+
+
+def previous(job_id: str, participant_ids: Iterable[str]) -> dict[str, Previous]:
+    """What the log already holds for these recipients of the job (one BatchGetItem per 100)."""
+    keys = [(job_id, pid) for pid in participant_ids]
+    found: dict[str, Previous] = {}
+    for entry in NotificationLog.batch_get(
+        keys, attributes_to_get=["participant_id", "status", "attempts", "provider_msg_id", "trip_id"]
+    ):
+        found[entry.participant_id] = Previous(
+            status=LogStatus(entry.status),
+            attempts=int(entry.attempts or 0),
+            provider_msg_id=entry.provider_msg_id,
+            complete=entry.trip_id is not None,
+        )
+    return found
+
+
+def record(job_id: str, trip_id: str, message_type: str, outcome: Outcome, expires_at: datetime) -> LogStatus:
+    """Record one outcome, merging with a status that may have arrived first; returns the entry's status."""
+    now = utcnow().isoformat()
+    entry = NotificationLog(job_id, outcome.participant_id)
+    fields = [
+        NotificationLog.trip_id.set(trip_id),
+        NotificationLog.message_type.set(message_type),
+        NotificationLog.attempts.set(outcome.attempts),
+        NotificationLog.created_at.set(NotificationLog.created_at | now),  # if_not_exists
+        NotificationLog.updated_at.set(now),
+        NotificationLog.expires_at.set(expires_at),
+    ]
+    if outcome.reason is not None:
+        fields.append(NotificationLog.reason.set(outcome.reason))
+    if outcome.error_code is not None:
+        fields.append(NotificationLog.error_code.set(outcome.error_code))
+    with_status = [*fields, NotificationLog.status.set(outcome.status.value)]
+    if outcome.reason is None:  # a send that went through after a failed attempt: the failure is history
+        with_status.append(NotificationLog.reason.remove())
+    if outcome.error_code is None:
+        with_status.append(NotificationLog.error_code.remove())
+    if outcome.provider_msg_id:
+        with_status.append(NotificationLog.provider_msg_id.set(outcome.provider_msg_id))
+    try:
+        entry.update(
+            actions=with_status,
+            condition=NotificationLog.status.does_not_exist()
+            | (NotificationLog.status == LogStatus.QUEUED.value),
+        )
+        return outcome.status
+    except UpdateError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise
+    # A status arrived first (or this outcome was recorded before): keep its status, add the job's fields.
+    if outcome.provider_msg_id:
+        fields.append(
+            NotificationLog.provider_msg_id.set(NotificationLog.provider_msg_id | outcome.provider_msg_id)
+        )
+    entry.update(actions=fields)
+    return LogStatus(entry.status)
+
+
+def record_many(
+    job_id: str, trip_id: str, message_type: str, outcomes: Iterable[Outcome], expires_at: datetime
+) -> None:
+    """Outcomes no status can race (skips: nothing was sent), 25 per BatchWriteItem."""
+    now = utcnow().isoformat()
+    with NotificationLog.batch_write() as batch:
+        for o in outcomes:
+            batch.save(
+                NotificationLog(
+                    job_id,
+                    o.participant_id,
+                    trip_id=trip_id,
+                    message_type=message_type,
+                    status=o.status.value,
+                    provider_msg_id=o.provider_msg_id,
+                    attempts=o.attempts,
+                    reason=o.reason,
+                    error_code=o.error_code,
+                    created_at=now,
+                    updated_at=now,
+                    expires_at=expires_at,
+                )
+            )
+
+
+# -- the webhook ---------------------------------------------------------------------------------------------
+
+
+def apply_status(change: StatusChange, expires_at: datetime) -> str:
+    """Apply one status; returns what happened: ``applied``, ``kept`` (before the outcome: a stub),
+    ``unchanged`` (a duplicate or an older status) or ``unknown`` (no entry names it)."""
+    key = change.key
+    if key is None:
+        matches = list(NotificationLog.by_provider_msg_id.query(change.wamid, limit=1))
+        if not matches:
+            key = (f"wamid#{change.wamid}", "-")  # kept until it expires: counted, never sent to
+            outcome = _upsert(key, change, expires_at)
+            return "unknown" if outcome != "unchanged" else outcome
+        key = (matches[0].job_id, matches[0].participant_id)
+    return _upsert(key, change, expires_at)
+
+
+def _upsert(key: tuple[str, str], change: StatusChange, expires_at: datetime) -> str:
+    actions = [
+        NotificationLog.status.set(change.status.value),
+        NotificationLog.updated_at.set(utcnow().isoformat()),
+        NotificationLog.expires_at.set(NotificationLog.expires_at | expires_at),
+    ]
+    if change.status is LogStatus.FAILED and change.error_code is not None:
+        actions.append(NotificationLog.error_code.set(change.error_code))
+        actions.append(NotificationLog.reason.set(f"whatsapp_error_{change.error_code}"))
+    pricing = []
+    if change.pricing_category:
+        pricing.append(NotificationLog.pricing_category.set(change.pricing_category))
+    if change.pricing_type:
+        pricing.append(NotificationLog.pricing_type.set(change.pricing_type))
+    if change.billable is not None:
+        pricing.append(NotificationLog.billable.set(change.billable))
+    actions += pricing
+    lower = NotificationLog.status.is_in(*_lower_than(change.status))
+    entry = NotificationLog(*key)
+    # The usual case, one write: the entry holds this wamid and is behind this status (the wamid is not
+    # written again, so the wamid index is not either). Else: the entry is missing (a stub is made) or has
+    # no wamid yet (a timed-out send Meta took), and gets this one.
+    for attempt, condition in (
+        (actions, lower & (NotificationLog.provider_msg_id == change.wamid)),
+        (
+            # ... or made meanwhile by another status of this message, or by the outcome: this wamid then
+            [*actions, NotificationLog.provider_msg_id.set(change.wamid)],
+            NotificationLog.status.does_not_exist()
+            | (
+                lower
+                & (
+                    NotificationLog.provider_msg_id.does_not_exist()
+                    | (NotificationLog.provider_msg_id == change.wamid)
+                )
+            ),
+        ),
+    ):
+        try:
+            entry.update(actions=attempt, condition=condition)
+        except UpdateError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise  # the table failed (throttled, unavailable): the webhook answers 500, Meta retries
+            continue
+        return "applied" if entry.trip_id is not None else "kept"
+    if pricing:  # an older status still brings Meta's pricing (a "read" may come before "delivered")
+        _set_pricing(entry, change.wamid, pricing)
+    return "unchanged"  # a duplicate or older status (the entry is at or past it), or another wamid's
+
+
+def _set_pricing(entry: NotificationLog, wamid: str, pricing: list) -> None:
+    try:
+        entry.update(actions=pricing, condition=NotificationLog.provider_msg_id == wamid)
+    except UpdateError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise  # another wamid's entry: not this message's pricing
+
+
+def final(status: LogStatus) -> bool:
+    return status in FINAL_STATUSES
