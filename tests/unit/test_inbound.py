@@ -267,3 +267,53 @@ def test_queue_bodies_escape_what_sqs_refuses_and_read_back_the_same():
         job_id="j", kind="auto_reply", trip_id="t", message=text, participants=[], template="auto_reply"
     )
     assert "\uffff" not in job.to_body() and Job.from_body(job.to_body()).message == text
+
+
+def test_a_malformed_message_in_a_batch_does_not_drop_the_valid_ones(handler, capsys):
+    """One signed payload: a message without an id, a status with no wamid, a JOIN and a valid status. The
+    JOIN is answered and the status applied; the two malformed items are logged and counted."""
+    from jastipin.inbound import WebhookIntake
+    from jastipin.webhook_payload import WebhookPayload
+
+    _log()
+    payload = WebhookPayload.model_validate(
+        {
+            "entry": [
+                {
+                    "changes": [
+                        {
+                            "value": {
+                                "contacts": [{"wa_id": PHONE, "profile": {"name": "Ani"}}],
+                                "messages": [
+                                    {"from": PHONE, "type": "text", "text": {"body": "JOIN jpn25"}},
+                                    {
+                                        "id": "wamid.in-ok",
+                                        "from": PHONE,
+                                        "timestamp": str(int(utcnow().timestamp())),
+                                        "type": "text",
+                                        "text": {"body": "JOIN jpn25"},
+                                    },
+                                ],
+                                "statuses": [
+                                    {"status": "read"},
+                                    {"id": "wamid.out1", "status": "delivered"},
+                                ],
+                            }
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+    queued: list[str] = []
+
+    class Sqs:
+        def send_message_batch(self, QueueUrl, Entries):  # noqa: N803 - boto3's names
+            queued.extend(e["MessageBody"] for e in Entries)
+            return {"Successful": Entries}
+
+    summary = WebhookIntake(Sqs(), "queue-url").accept(payload)
+    assert summary == {"queued": 1, "statuses": 1, "preferences": 0, "malformed": 2}
+    assert "wamid.in-ok" in queued[0]
+    assert NotificationLog.get("job_1", "p_1").status == "delivered"
+    assert "WebhookItemMalformed" in capsys.readouterr().out

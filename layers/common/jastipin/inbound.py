@@ -293,6 +293,16 @@ def apply_preference(preference: UserPreference) -> None:
         audience_counts.sync_person(key)  # a failure answers 500 too: Meta retries, the sync runs again
 
 
+def _count_malformed(dropped: int) -> int:
+    """Messages, statuses or preferences of a signed payload that could not be read: logged and counted
+    (metric ``WebhookItemMalformed``); the valid ones of the same payload still take effect."""
+    if dropped:
+        logger.warning("malformed webhook items dropped", extra={"items": dropped})
+        with single_metric(name="WebhookItemMalformed", unit=MetricUnit.Count, value=dropped) as metric:
+            metric.add_dimension(name="service", value="jastipin")
+    return dropped
+
+
 DEDUP_SECONDS = 7 * 24 * 3600  # Meta retries a webhook for up to 7 days
 SQS_BATCH = 10
 
@@ -322,11 +332,12 @@ class WebhookIntake:
         self._url = inbound_queue_url
 
     def accept(self, payload: WebhookPayload) -> dict[str, int]:
-        summary = {"queued": 0, "statuses": 0, "preferences": 0}
+        summary = {"queued": 0, "statuses": 0, "preferences": 0, "malformed": 0}
         work: list[InboundWork] = []
         for entry in payload.entry:
             for change in entry.changes:
                 value = change.value
+                summary["malformed"] += _count_malformed(value.malformed)
                 work += [InboundWork(message=m, contacts=value.contacts) for m in value.messages]
                 for status in value.statuses:
                     summary["statuses"] += int(apply_status(status))
@@ -399,10 +410,11 @@ class InboundProcessor:
         through ``WebhookIntake`` instead)."""
         from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
-        summary = {"messages": 0, "duplicates": 0, "statuses": 0, "preferences": 0}
+        summary = {"messages": 0, "duplicates": 0, "statuses": 0, "preferences": 0, "malformed": 0}
         for entry in payload.entry:
             for change in entry.changes:
                 value = change.value
+                summary["malformed"] += _count_malformed(value.malformed)
                 for message in value.messages:
                     try:
                         self.handle(InboundWork(message=message, contacts=value.contacts))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 
 class _Loose(BaseModel):
@@ -70,10 +71,42 @@ class UserPreference(_Loose):
 
 
 class ChangeValue(_Loose):
+    """One change's messages, statuses and preferences. Each is validated on its own: a malformed one is
+    dropped and counted (``malformed``), the valid ones of the same payload still take effect."""
+
     contacts: list[WebhookContact] = Field(default_factory=list)
     messages: list[InboundMessage] = Field(default_factory=list)
     statuses: list[StatusUpdate] = Field(default_factory=list)
     user_preferences: list[UserPreference] = Field(default_factory=list)
+    _malformed: int = PrivateAttr(default=0)
+
+    @property
+    def malformed(self) -> int:
+        return self._malformed
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _item_by_item(cls, data: Any, handler: Any) -> ChangeValue:
+        dropped = 0
+        if isinstance(data, dict):
+            data = dict(data)
+            for name, model in _ITEMS.items():
+                items = data.get(name)
+                if not isinstance(items, list):
+                    if items is not None:
+                        dropped += 1
+                        data.pop(name)
+                    continue
+                kept = []
+                for item in items:
+                    try:
+                        kept.append(model.model_validate(item))
+                    except ValidationError:
+                        dropped += 1
+                data[name] = kept
+        value = handler(data)
+        value._malformed = dropped
+        return value
 
 
 class Change(_Loose):
@@ -89,6 +122,14 @@ class Entry(_Loose):
 class WebhookPayload(_Loose):
     object: str = ""
     entry: list[Entry] = Field(default_factory=list)
+
+
+_ITEMS: dict[str, type[BaseModel]] = {
+    "contacts": WebhookContact,
+    "messages": InboundMessage,
+    "statuses": StatusUpdate,
+    "user_preferences": UserPreference,
+}
 
 
 def signature_valid(app_secret: str, body: bytes, header: str | None) -> bool:
