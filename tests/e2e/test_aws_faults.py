@@ -22,11 +22,12 @@ import pytest
 
 from jastipin.delivery import LOG_FLUSH_SIZE
 from jastipin.ids import stable_id
-from localrun.runtime import LOCAL_SECRETS, WEBHOOK_PATH, LocalRuntime, RuntimeConfig, free_port
+from localrun.runtime import LOCAL_SECRETS, WEBHOOK_PATH, LocalRuntime
 from localrun.sandbox import sign, webhook_envelope
 from tests.e2e.helpers import (
     create_trip,
     dlq_messages,
+    local_config,
     log_entries,
     phone,
     seed_participants,
@@ -44,10 +45,7 @@ FINAL = {"sent", "delivered", "read", "failed", "skipped"}
 
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[LocalRuntime]:
-    config = RuntimeConfig(
-        api_port=free_port(),
-        sandbox_port=free_port(),
-        moto_port=free_port(),
+    config = local_config(
         visibility_timeout=VISIBILITY,
         status_callbacks=False,  # statuses are sent by the tests that need them
         env={

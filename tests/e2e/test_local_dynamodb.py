@@ -13,8 +13,8 @@ import boto3
 import pytest
 
 from localrun.dynamo_local import unavailable_reason
-from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
-from tests.e2e.helpers import create_trip, seed_participants, upload_product, wait_for_log
+from localrun.runtime import LocalRuntime
+from tests.e2e.helpers import create_trip, local_config, seed_participants, upload_product, wait_for_log
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 
@@ -24,10 +24,7 @@ OTHER_PARTICIPANTS = 40_000
 
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[LocalRuntime]:
-    config = RuntimeConfig(
-        api_port=free_port(),
-        sandbox_port=free_port(),
-        moto_port=free_port(),
+    config = local_config(
         dynamodb="dynalite",
         env={"RATE_LIMIT_PER_SECOND": "0"},  # the fan-out's time is then its reads and sends, not the limit
     )

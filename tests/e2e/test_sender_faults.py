@@ -11,10 +11,11 @@ from collections.abc import Iterator
 import pytest
 
 from jastipin.delivery import LOG_FLUSH_SIZE
-from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
+from localrun.runtime import LocalRuntime
 from tests.e2e.helpers import (
     create_trip,
     dlq_messages,
+    local_config,
     log_entries,
     phone,
     seed_participants,
@@ -25,10 +26,7 @@ from tests.e2e.helpers import (
 
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[LocalRuntime]:
-    config = RuntimeConfig(
-        api_port=free_port(),
-        sandbox_port=free_port(),
-        moto_port=free_port(),
+    config = local_config(
         visibility_timeout=8,  # failed batches come back fast (the template's 180 s would stall the tests)
         status_callbacks=False,
         env={"SEND_CONCURRENCY": "4", "CHUNK_SIZE": "50"},
