@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import random
 import sys
 import threading
@@ -31,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "common")]
 
 from tests.e2e.helpers import create_trip, log_entries, phone, seed_participants, upload_product  # noqa: E402
 
-from bench.common import machine, table  # noqa: E402
+from bench.common import cpu_seconds, machine, table  # noqa: E402
 from bench.sender_bench import SandboxProcess  # noqa: E402
 from bench.webhook_bench import inbound, status  # noqa: E402
 from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port  # noqa: E402
@@ -49,6 +50,7 @@ class WebhookLoad:
         self.sandbox = httpx.Client(base_url=sandbox_url, timeout=60)
         self.latencies: list[float] = []
         self.kinds: list[str] = []  # "inbound" or "status", one per latency
+        self.sent_at: list[float] = []  # seconds since the load started, one per latency
         self.errors = 0
         self.inbound_ids: list[str] = []
         self._stop = threading.Event()
@@ -114,6 +116,7 @@ class WebhookLoad:
             with self._lock:
                 self.latencies.append(time.perf_counter() - sent)
                 self.kinds.append(kind)
+                self.sent_at.append(sent - start)
                 self.errors += 0 if ok else 1
 
         with ThreadPoolExecutor(max_workers=64) as pool:
@@ -132,7 +135,7 @@ def _load_main(conn, url: str, sandbox_url: str, participants: int, rate: float)
     load = WebhookLoad(url, sandbox_url, participants, rate).start()
     conn.recv()
     load.stop()
-    conn.send((load.latencies, load.kinds, load.errors, load.inbound_ids))
+    conn.send((load.latencies, load.kinds, load.sent_at, load.errors, load.inbound_ids))
 
 
 class WebhookLoadProcess:
@@ -147,6 +150,7 @@ class WebhookLoadProcess:
         )
         self.latencies: list[float] = []
         self.kinds: list[str] = []
+        self.sent_at: list[float] = []
         self.errors = 0
         self.inbound_ids: list[str] = []
 
@@ -156,8 +160,116 @@ class WebhookLoadProcess:
 
     def stop(self) -> None:
         self._conn.send("stop")
-        self.latencies, self.kinds, self.errors, self.inbound_ids = self._conn.recv()
+        self.latencies, self.kinds, self.sent_at, self.errors, self.inbound_ids = self._conn.recv()
         self._process.join(timeout=30)
+
+
+class CpuSampler:
+    """CPU seconds used by each part of the system while the load runs: every function's environments
+    (sampled each second, so workers that start late or are killed still count), moto, dynalite, the
+    sandbox, the load generator and this process (the HTTP API, the pollers and the harness)."""
+
+    def __init__(self, runtime: LocalRuntime, others: dict[str, int]) -> None:
+        self.runtime, self.others = runtime, others
+        self._last: dict[tuple[str, int], float] = {}
+        self._start: dict[tuple[str, int], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _pids(self) -> dict[tuple[str, int], None]:
+        found: dict[tuple[str, int], None] = {}
+        for name, pool in self.runtime.pools.items():
+            for pid in pool.pids():
+                found[(name.removesuffix("Function"), pid)] = None
+        moto = self.runtime.moto
+        found[("moto", moto.pid)] = None
+        if self.runtime.dynamodb is not None:
+            found[("dynalite", self.runtime.dynamodb.pid)] = None
+        for name, pid in self.others.items():
+            found[(name, pid)] = None
+        return found
+
+    def _sample(self) -> None:
+        for key in self._pids():
+            try:
+                used = cpu_seconds(key[1])
+            except (OSError, IndexError):
+                continue
+            self._last[key] = used
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self._sample()
+
+    def start(self) -> CpuSampler:
+        self._sample()
+        self._start = dict(self._last)  # processes that start later count from 0
+        self._thread.start()
+        return self
+
+    def stop(self) -> Counter[str]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        used: Counter[str] = Counter()
+        for key, last in self._last.items():
+            used[key[0]] += last - self._start.get(key, 0.0)
+        return used
+
+
+def warm_up(runtime: LocalRuntime, sandbox: SandboxProcess, first: int, rounds: int = 3) -> int:
+    """Before anything is timed: a small fan-out (a trip of 20 beyond the soak's participants), then rounds of
+    as many concurrent statuses and inbound commands as the webhook has environments, so that every
+    environment of every function has served each kind of request once (a first request builds its clients:
+    ~0.5 s). Returns how many inbound commands it sent (each is answered, like the load's)."""
+    assert runtime.api is not None
+    url = runtime.api.url + "/api/webhooks/whatsapp"
+    secret = LOCAL_SECRETS["WA_APP_SECRET"]
+    create_trip(runtime, "soak-warm-up")
+    seed_participants(runtime, "soak-warm-up", 20, start=first)
+    upload_product(runtime, "soak-warm-up", "Pemanasan", 1000)
+    deadline = time.monotonic() + 120
+    while sandbox.count() < 20:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the warm-up fan-out did not finish")
+        time.sleep(0.2)
+    sent = sandbox.messages()
+    width = runtime.pools["WebhookFunction"].max_concurrency
+    inbound_sent = 0
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(max_workers=width) as pool:
+
+        def post(payload: dict) -> None:
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(secret, body)}
+            assert client.post(url, content=body, headers=headers).status_code == 200
+
+        for r in range(rounds):
+            batch = [
+                status(m["id"], m["to"], "delivered", m["body"].get("biz_opaque_callback_data")) for m in sent
+            ]
+            list(pool.map(post, batch[:width]))
+            commands = []
+            for i in range(width):
+                payload = inbound(first + i, 0, "INFO")
+                payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = f"wamid.soak-warm-{r}-{i}"
+                commands.append(payload)
+            list(pool.map(post, commands))
+            inbound_sent += len(commands)
+    runtime.wait_idle(120, settle=1.0)
+    return inbound_sent
+
+
+def backlog_by_queue(runtime: LocalRuntime) -> dict[str, str]:
+    """Each non-empty queue's messages as visible / in flight / delayed."""
+    sqs = runtime.client("sqs")
+    assert runtime.stack is not None
+    found = {}
+    for logical_id, queue in runtime.stack.queues.items():
+        attrs = sqs.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["All"])["Attributes"]
+        counts = [int(attrs[f"ApproximateNumberOfMessages{k}"]) for k in ("", "NotVisible", "Delayed")]
+        if any(counts):
+            found[logical_id] = " / ".join(map(str, counts))
+    return found
 
 
 def final_outcomes(runtime: LocalRuntime, job_id: str) -> int:
@@ -201,13 +313,29 @@ def reply_jobs(runtime: LocalRuntime) -> set[str]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * q) - 1))] * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--latency-ms", type=float, default=20.0, help="the sandbox's answer time")
     parser.add_argument("--duration", type=float, default=60.0, help="webhooks arrive for at least this long")
-    parser.add_argument("--api-concurrency", type=int, default=None, help="environments per API function")
+    parser.add_argument(
+        "--api-concurrency",
+        type=int,
+        default=8,
+        help="environments per API function (on AWS they scale out with the requests; locally a fixed pool)",
+    )
+    parser.add_argument(
+        "--consumer-nice",
+        type=int,
+        default=10,
+        help="the queue consumers' lower CPU priority (0: the same as the webhook's; see RuntimeConfig)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "soak.md"))
     args = parser.parse_args()
@@ -219,16 +347,27 @@ def main() -> int:
         moto_port=free_port(),
         whatsapp_url=sandbox.url,
         env={"RATE_LIMIT_PER_SECOND": "0", "POWERTOOLS_LOG_LEVEL": "WARNING"},
-        **({"api_concurrency": args.api_concurrency} if args.api_concurrency else {}),
+        consumer_nice=args.consumer_nice,
+        prewarm=True,  # every environment started before the load: steady state, not cold starts
+        api_concurrency=args.api_concurrency,
     )
     with sandbox, LocalRuntime(config) as runtime:
         assert runtime.api is not None
         create_trip(runtime, "soak")
         seed_participants(runtime, "soak", args.recipients)
+        warm_up_inbound = warm_up(runtime, sandbox, first=args.recipients)
         load = WebhookLoadProcess(
             runtime.api.url + "/api/webhooks/whatsapp", sandbox.url, args.recipients, args.rate
         ).start()
         load_started = time.perf_counter()
+        cpu = CpuSampler(
+            runtime,
+            {
+                "sandbox": sandbox.process.pid,
+                "load generator": load._process.pid,
+                "runtime+harness": os.getpid(),
+            },
+        ).start()
         time.sleep(5)  # webhooks first (inbound only: nothing sent yet), then the fan-out joins in
         t0 = time.perf_counter()
         job_id = upload_product(runtime, "soak", "Soak Test Tumbler", 250000)
@@ -244,7 +383,12 @@ def main() -> int:
         time.sleep(max(0.0, args.duration - (time.perf_counter() - load_started)))
         load.stop()
         webhook_s = time.perf_counter() - load_started
+        cpu_used = cpu.stop()
+        backlog = backlog_by_queue(runtime)
+        print("backlog when the load stopped (visible / in flight / delayed):", backlog or "none")
+        drain_started = time.perf_counter()
         runtime.wait_idle(args.timeout, settle=2.0)  # the inbound backlog drains after the load
+        drain_s = time.perf_counter() - drain_started
         # The end state.
         entries = log_entries(runtime, job_id)
         outcomes = Counter(e["status"]["S"] for e in entries)
@@ -258,15 +402,30 @@ def main() -> int:
         replies = reply_jobs(runtime)
         depths = runtime.queue_depths()
         calls = runtime.moto.snapshot()
-    print("AWS calls during the soak:", ", ".join(f"{op} {n}" for op, n in calls.most_common(12)))
+    cores = os.cpu_count() or 1
+    notes = [
+        f"CPU seconds used during the {webhook_s:.0f} s of load ({cores} cores: {cores * webhook_s:.0f} s "
+        "available): " + ", ".join(f"{name} {sec:.1f}" for name, sec in cpu_used.most_common()) + ".",
+        "AWS calls during the soak: " + ", ".join(f"{op} {n}" for op, n in calls.most_common(12)) + ".",
+    ]
 
     for kind in ("status", "inbound"):
-        of_kind = sorted(t for t, k in zip(load.latencies, load.kinds, strict=True) if k == kind)
+        of_kind = [t for t, k in zip(load.latencies, load.kinds, strict=True) if k == kind]
         if of_kind:
-            print(
-                f"{kind} webhooks: {len(of_kind)}, p50 {of_kind[len(of_kind) // 2] * 1000:.0f} ms, "
-                f"p99 {of_kind[int(len(of_kind) * 0.99) - 1] * 1000:.0f} ms"
+            notes.append(
+                f"{kind.capitalize()} webhooks: {len(of_kind):,}, p50 / p99 {_pct(of_kind, 0.5):.0f} / "
+                f"{_pct(of_kind, 0.99):.0f} ms."
             )
+    windows: dict[int, list[float]] = {}
+    for latency, at in zip(load.latencies, load.sent_at, strict=True):
+        windows.setdefault(int(at // 10), []).append(latency)
+    notes.append(
+        "Webhook p50 / p99 by 10 s of load: "
+        + ", ".join(
+            f"{w * 10}-{w * 10 + 10} s {_pct(v, 0.5):.0f}/{_pct(v, 0.99):.0f} ms"
+            for w, v in sorted(windows.items())
+        ),
+    )
     latencies = sorted(load.latencies)
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
@@ -296,18 +455,34 @@ def main() -> int:
         ),
         (
             "inbound messages answered (one reply job each)",
-            f"**{len(replies):,} of {len(load.inbound_ids):,}**",
+            f"**{len(replies) - warm_up_inbound:,} of {len(load.inbound_ids):,}**",
             "all",
+        ),
+        (
+            "backlog when the load stopped; time to drain it",
+            f"{', '.join(f'{q} {n}' for q, n in backlog.items()) or 'none'} (visible / in flight / delayed); "
+            f"**{drain_s:.0f} s**",
+            "drained within the run",
         ),
         ("messages left in queues / DLQs at the end", f"**{sum(depths.values()) - dlq} / {dlq}**", "0 / 0"),
     ]
     report = (
-        f"Soak, {started}; {machine()}.\nLocal runtime, every consumer running, rate limit lifted, "
-        f"sandbox answering in {args.latency_ms:.0f} ms.\n\n" + table(rows) + "\n"
+        f"Soak, {started}; {machine()}.\nLocal runtime, rate limit lifted, sandbox answering in "
+        f"{args.latency_ms:.0f} ms; every environment started and warmed before the load "
+        f"({args.api_concurrency} per API function), queue consumers at nice +{args.consumer_nice}.\n\n"
+        + table(rows)
+        + "\n\n"
+        + "\n".join(notes)
+        + "\n"
     )
     Path(args.out).write_text(report)
     print(report)
-    ok = not load.errors and missing == 0 and len(replies) == len(load.inbound_ids) and dlq == 0
+    ok = (
+        not load.errors
+        and missing == 0
+        and len(replies) == len(load.inbound_ids) + warm_up_inbound
+        and dlq == 0
+    )
     return 0 if ok else 1
 
 

@@ -68,15 +68,23 @@ class EventSourceMapping:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            messages = self._receive_batch()
             try:
-                messages = self._receive_batch()
-            except Exception:
+                if messages and self._stop.is_set():
+                    self._release(messages)  # received as the mapping stopped: back to the queue at once
+                elif messages:
+                    self._process(messages)
+            except Exception as exc:  # a delete or release the queue refused: the poller carries on
+                self._complain(f"could not finish a batch of {len(messages)}", exc)
                 time.sleep(0.5)
-                continue
-            if messages and self._stop.is_set():
-                self._release(messages)  # received as the mapping stopped: back to the queue at once
-            elif messages:
-                self._process(messages)
+
+    def _complain(self, what: str, exc: BaseException) -> None:
+        print(
+            f"[localrun] {self.queue.logical_id} poller: {what} ({type(exc).__name__}: {exc}); "
+            "what stays in flight comes back after the visibility timeout",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _release(self, messages: list[dict[str, Any]]) -> None:
         entries = [
@@ -89,11 +97,19 @@ class EventSourceMapping:
             )
 
     def _receive_batch(self) -> list[dict[str, Any]]:
+        """Up to a batch of messages. A receive that fails ends the batch with what it holds (handing that
+        on rather than leaving it in flight until the visibility timeout)."""
         messages: list[dict[str, Any]] = []
         started = time.monotonic()
         while len(messages) < self.batch_size and not self._stop.is_set():
-            with self._receive_lock:  # moto can hand one message to two concurrent receives; SQS does not
-                response = self._receive(messages)
+            try:
+                with self._receive_lock:  # moto can hand one message to two concurrent receives; SQS does not
+                    response = self._receive(messages)
+            except Exception as exc:
+                self._complain("a receive failed", exc)
+                if not messages:
+                    time.sleep(0.5)
+                return messages
             received = response.get("Messages", [])
             messages += received
             if not messages:
@@ -145,7 +161,10 @@ class EventSourceMapping:
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                 for i, m in enumerate(done[start : start + 10])
             ]
-            self._sqs.delete_message_batch(QueueUrl=self.queue.url, Entries=entries)
+            response = self._sqs.delete_message_batch(QueueUrl=self.queue.url, Entries=entries)
+            if response.get("Failed"):
+                codes = sorted({f.get("Code", "?") for f in response["Failed"]})
+                self._complain(f"{len(response['Failed'])} deletes refused", RuntimeError(", ".join(codes)))
         with self._lock:
             self.stats["deleted"] += len(done)
             self.stats["failed_records"] += len(failed)

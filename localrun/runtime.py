@@ -105,6 +105,11 @@ class RuntimeConfig:
     env: dict[str, str] = field(default_factory=dict)  # extra env vars for every function
     visibility_timeout: int | None = None  # override the main queues' visibility (faster local retries)
     api_concurrency: int = 4  # environments per API function (no reserved concurrency in the template)
+    # How much lower the queue consumers' CPU priority is than the API functions' (os.nice increment). On
+    # AWS every environment has a CPU share of its own; on two cores a fan-out's senders would otherwise
+    # take the CPU the webhook needs to answer Meta in time. bench/soak.py sets 10.
+    consumer_nice: int = 0
+    prewarm: bool = False  # start every function's environments before serving (provisioned concurrency)
     whatsapp_url: str | None = None  # None: the local sandbox; else e.g. https://graph.facebook.com
     sandbox_latency_ms: float = 0.0
     status_callbacks: bool = True
@@ -249,9 +254,13 @@ class LocalRuntime:
         layers = self.stack.layer_paths()
         for logical_id, spec in functions.items():
             concurrency = spec.reserved_concurrency or cfg.api_concurrency
-            self.pools[logical_id] = FunctionPool(spec, extra_env, layers, int(concurrency))
+            nice = 0 if spec.routes else cfg.consumer_nice
+            self.pools[logical_id] = FunctionPool(spec, extra_env, layers, int(concurrency), nice=nice)
             for method, path in spec.routes:
                 self.api.routes.append(Route(method, path, self.pools[logical_id]))
+        if cfg.prewarm:
+            for pool in self.pools.values():
+                pool.prewarm()
         self.api.start()
         if cfg.enable_pollers:
             self.start_pollers()
