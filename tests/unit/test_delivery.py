@@ -283,3 +283,64 @@ def test_a_timed_out_send_whose_status_arrives_in_the_backoff_is_not_sent_again(
     entry = NotificationLog.get("job_t", stalled.id)
     assert (entry.status, entry.provider_msg_id) == ("delivered", "wamid.taken-by-meta")
     assert no_sleep.waits == [2.0]  # the backoff it waited before deciding
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _sender_one_at_a_time(settings, graph, on_send, clock):
+    """A sender that sends one message at a time (in the chunk's order), calling ``on_send(to)`` as each
+    reaches the WhatsApp API."""
+    import httpx
+
+    from jastipin.whatsapp import WhatsAppClient
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        response = graph.handler(request)
+        on_send(graph.sent_to()[-1])
+        return response
+
+    client = WhatsAppClient(
+        base_url="https://graph.test",
+        version="v23.0",
+        phone_number_id="123",
+        access_token="tok",
+        transport=httpx.MockTransport(handler),
+    )
+    one_at_a_time = settings.model_copy(update={"send_concurrency": 1})
+    queues = RecordingQueues()
+    return Sender(one_at_a_time, queues, client, TokenBucket(10_000), sleep=lambda s: None, clock=clock)
+
+
+@pytest.mark.parametrize("seconds_per_send", [1.1, 0.0])
+def test_a_stop_while_a_chunk_sends_holds_within_a_second(settings, graph, seconds_per_send):
+    """r4 sends STOP while the chunk is sending to r1. With a second passing per send (a slow chunk) the next
+    send re-reads the memberships and r4 is skipped; within the same second (0 s per send) the snapshot is
+    not re-read, and r4, whose STOP is less than a second old, still gets it: the promise is one second."""
+    recipients = seed(6)
+    clock = _Clock()
+
+    def on_send(to: str) -> None:
+        if to == recipients[1].phone.lstrip("+"):
+            Participant("jpn25", recipients[4].id).update(
+                actions=[Participant.status.set(ParticipantStatus.UNSUBSCRIBED)]
+            )
+        clock.now += seconds_per_send
+
+    sender = _sender_one_at_a_time(settings, graph, on_send, clock)
+    sender.send_chunk(product_job(recipients), Deadline(None))
+    log = log_of("job_1")
+    stopped = recipients[4]
+    if seconds_per_send:
+        assert (log[stopped.id].status, log[stopped.id].reason) == ("skipped", "unsubscribed")
+        assert stopped.phone.lstrip("+") not in graph.sent_to()
+        assert len(graph.sent_to()) == 5
+    else:
+        assert log[stopped.id].status == "sent"
+        assert len(graph.sent_to()) == 6
+    assert all(log[r.id].status == "sent" for r in recipients if r is not stopped)

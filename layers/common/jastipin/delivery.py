@@ -98,6 +98,51 @@ class Deadline:
         return time.time() + self.seconds_left() - request_seconds - SAFETY_MARGIN_SECONDS
 
 
+MEMBERSHIP_REFRESH_SECONDS = 1.0  # STOP honoured at send time: memberships re-read at most this often
+
+
+class MembershipWatch:
+    """Which of a chunk's recipients left the trip (STOP) while the chunk sends: a chunk at a low rate limit
+    sends for tens of seconds, and a STOP answered meanwhile must hold within a second. Checked right before
+    each send; the memberships of the recipients not yet sent are re-read (one BatchGetItem, status only) when
+    the last read is ``MEMBERSHIP_REFRESH_SECONDS`` old, so a fast chunk reads once and a slow one about once
+    a second (~0.1 calls a recipient at 10 messages/s). A read that fails raises: the chunk goes back to the
+    queue rather than send to someone who may have stopped."""
+
+    def __init__(self, trip_id: str, recipient_ids: Iterable[str], clock: Callable[[], float]) -> None:
+        self._trip_id = trip_id
+        self._unsent = set(recipient_ids)
+        self._left: set[str] = set()
+        self._clock = clock
+        self._read_at = clock()  # _decide has just read them
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    def next_round(self, recipient_ids: Iterable[str]) -> None:
+        """The recipients a retry round sends to again (each is checked once per round)."""
+        with self._lock:
+            self._unsent = set(recipient_ids)
+
+    def left(self, participant_id: str) -> bool:
+        """Whether this recipient has left the trip (as of at most a second ago); called once per send."""
+        with self._lock:
+            if self._clock() - self._read_at >= MEMBERSHIP_REFRESH_SECONDS:
+                self._refresh()
+            self._unsent.discard(participant_id)
+            return participant_id in self._left
+
+    def _refresh(self) -> None:
+        keys = [(self._trip_id, pid) for pid in self._unsent if pid not in self._left]
+        active = {
+            m.participant_id
+            for m in Participant.batch_get(keys, attributes_to_get=["participant_id", "status"])
+            if m.status == ParticipantStatus.ACTIVE.value
+        }
+        self._left |= {pid for _, pid in keys if pid not in active}
+        self._read_at = self._clock()
+        self.reads += 1
+
+
 def backoff_seconds(attempts: int) -> float:
     """After the n-th failed attempt wait 2, 4, 8... seconds."""
     return BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)
@@ -111,8 +156,10 @@ class Sender:
         whatsapp: WhatsAppClient,
         limiter,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self._clock = clock
         self.queues = queues
         self.whatsapp = whatsapp
         self.limiter = limiter
@@ -145,8 +192,17 @@ class Sender:
         result = ChunkResult()
         skipped, pending, window_open = self._decide(job, todo, attempts)
         result.outcomes += skipped
+        watch = (
+            MembershipWatch(job.trip_id, [r.id for r in pending], self._clock)
+            if job.kind in KINDS_NEEDING_MEMBERSHIP
+            else None
+        )
         while pending:
-            outcomes, not_started, halted = self._send_round(job, pending, attempts, window_open, deadline)
+            if watch is not None:
+                watch.next_round(r.id for r in pending)
+            outcomes, not_started, halted = self._send_round(
+                job, pending, attempts, window_open, deadline, watch
+            )
             result.outcomes += [o for o in outcomes if o.status is not LogStatus.QUEUED]
             if halted:
                 self._count(job, result)
@@ -253,8 +309,9 @@ class Sender:
         attempts: dict[str, int],
         window_open: set[str],
         deadline: Deadline,
+        watch: MembershipWatch | None = None,
     ) -> tuple[list[Outcome], list[Recipient], bool]:
-        """Send to each recipient once (concurrently, under the rate limit)."""
+        """Send to each recipient once (concurrently, under the rate limit), unless they left the trip."""
         halted = False
         stopped = False  # a log write (or the rate limiter) failed: start no more sends
         not_started: list[Recipient] = []
@@ -281,6 +338,8 @@ class Sender:
             nonlocal halted
             if halted or stopped or not self.limiter.acquire(latest_start) or halted or stopped:
                 return None  # halted or stopped, or no send slot before the invocation must stop
+            if watch is not None and watch.left(r.id):  # after the wait for a send slot: STOP holds at once
+                return Outcome(r, LogStatus.SKIPPED, attempts.get(r.id, 0), reason="unsubscribed")
             attempt = attempts.get(r.id, 0) + 1
             attempts[r.id] = attempt
             try:
