@@ -317,3 +317,43 @@ def test_a_malformed_message_in_a_batch_does_not_drop_the_valid_ones(handler, ca
     assert "wamid.in-ok" in queued[0]
     assert NotificationLog.get("job_1", "p_1").status == "delivered"
     assert "WebhookItemMalformed" in capsys.readouterr().out
+
+
+def test_a_status_kept_before_its_outcome_lives_as_long_as_the_log(settings) -> None:
+    """The webhook keeps a status that comes before its send's outcome as a stub; the stub expires with the
+    log's configured TTL (LOG_TTL_DAYS), not a fixed three days."""
+    from jastipin.inbound import WebhookIntake
+    from jastipin.webhook_payload import WebhookPayload
+
+    payload = WebhookPayload.model_validate(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "waba",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"display_phone_number": "1", "phone_number_id": "123"},
+                                "statuses": [
+                                    {
+                                        "id": "wamid.early",
+                                        "status": "delivered",
+                                        "timestamp": "1700000000",
+                                        "recipient_id": "6281200000001",
+                                        "biz_opaque_callback_data": "job_9|p_9",
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    WebhookIntake(None, "unused", log_ttl_days=10).accept(payload)
+    stub = NotificationLog.get("job_9", "p_9")
+    assert stub.status == "delivered" and stub.trip_id is None
+    assert abs(stub.expires_at - (utcnow() + timedelta(days=10))) < timedelta(minutes=1)

@@ -327,9 +327,10 @@ class WebhookIntake:
     Raises if a message cannot be queued: the webhook answers 500 and Meta delivers it again (statuses are
     forward-only and messages are handled once, so the repeat is harmless)."""
 
-    def __init__(self, sqs_client: Any, inbound_queue_url: str) -> None:
+    def __init__(self, sqs_client: Any, inbound_queue_url: str, log_ttl_days: float = 3) -> None:
         self._sqs = sqs_client
         self._url = inbound_queue_url
+        self._log_ttl_days = log_ttl_days  # a status kept before its outcome lives as long as the log
 
     def accept(self, payload: WebhookPayload) -> dict[str, int]:
         summary = {"queued": 0, "statuses": 0, "preferences": 0, "malformed": 0}
@@ -340,7 +341,7 @@ class WebhookIntake:
                 summary["malformed"] += _count_malformed(value.malformed)
                 work += [InboundWork(message=m, contacts=value.contacts) for m in value.messages]
                 for status in value.statuses:
-                    summary["statuses"] += int(apply_status(status))
+                    summary["statuses"] += int(apply_status(status, self._log_ttl_days))
                 for preference in value.user_preferences:
                     apply_preference(preference)
                     summary["preferences"] += 1

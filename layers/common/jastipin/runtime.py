@@ -42,7 +42,7 @@ class Services:
     def intake(self):  # -> WebhookIntake
         from jastipin.inbound import WebhookIntake
 
-        return WebhookIntake(self.sqs, self.settings.inbound_queue_url)
+        return WebhookIntake(self.sqs, self.settings.inbound_queue_url, self.settings.log_ttl_days)
 
     @cached_property
     def sender(self):  # -> Sender
