@@ -77,17 +77,22 @@ def graph() -> FakeGraph:
     return FakeGraph()
 
 
-@pytest.fixture
-def whatsapp_client(graph: FakeGraph):
+def graph_client(handler: Callable[[httpx.Request], httpx.Response]):
+    """A WhatsApp client whose requests ``handler`` answers (phone number id 123, token "tok")."""
     from jastipin.whatsapp import WhatsAppClient
 
-    client = WhatsAppClient(
+    return WhatsAppClient(
         base_url="https://graph.test",
         version="v23.0",
         phone_number_id="123",
         access_token="tok",
-        transport=httpx.MockTransport(graph.handler),
+        transport=httpx.MockTransport(handler),
     )
+
+
+@pytest.fixture
+def whatsapp_client(graph: FakeGraph):
+    client = graph_client(graph.handler)
     yield client
     client.close()
 

@@ -11,6 +11,7 @@ from jastipin.delivery import Deadline, Sender, SendingHalted
 from jastipin.jobs import Job, JobKind, Recipient
 from jastipin.rate_limit import TokenBucket
 from jastipin.tables import Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
+from tests.unit.conftest import graph_client
 
 
 class RecordingQueues:
@@ -239,7 +240,6 @@ def test_a_timed_out_send_whose_status_arrives_in_the_backoff_is_not_sent_again(
 
     from jastipin.inbound import apply_status
     from jastipin.webhook_payload import StatusUpdate
-    from jastipin.whatsapp import WhatsAppClient
 
     recipients = seed(3)
     stalled = recipients[1]
@@ -262,14 +262,7 @@ def test_a_timed_out_send_whose_status_arrives_in_the_backoff_is_not_sent_again(
             )
         )
 
-    client = WhatsAppClient(
-        base_url="https://graph.test",
-        version="v23.0",
-        phone_number_id="123",
-        access_token="tok",
-        transport=httpx.MockTransport(graph),
-    )
-    sender = Sender(settings, RecordingQueues(), client, TokenBucket(1000), sleep=status_arrives)
+    sender = Sender(settings, RecordingQueues(), graph_client(graph), TokenBucket(1000), sleep=status_arrives)
     job = Job(
         job_id="job_t",
         kind=JobKind.PRODUCT_UPDATE,
@@ -296,25 +289,17 @@ class _Clock:
 def _sender_one_at_a_time(settings, graph, on_send, clock):
     """A sender that sends one message at a time (in the chunk's order), calling ``on_send(to)`` as each
     reaches the WhatsApp API."""
-    import httpx
 
-    from jastipin.whatsapp import WhatsAppClient
-
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request):
         response = graph.handler(request)
         on_send(graph.sent_to()[-1])
         return response
 
-    client = WhatsAppClient(
-        base_url="https://graph.test",
-        version="v23.0",
-        phone_number_id="123",
-        access_token="tok",
-        transport=httpx.MockTransport(handler),
-    )
     one_at_a_time = settings.model_copy(update={"send_concurrency": 1})
     queues = RecordingQueues()
-    return Sender(one_at_a_time, queues, client, TokenBucket(10_000), sleep=lambda s: None, clock=clock)
+    return Sender(
+        one_at_a_time, queues, graph_client(handler), TokenBucket(10_000), sleep=lambda s: None, clock=clock
+    )
 
 
 @pytest.mark.parametrize("seconds_per_send", [1.1, 0.0])

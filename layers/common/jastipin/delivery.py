@@ -116,7 +116,6 @@ class MembershipWatch:
         self._clock = clock
         self._read_at = clock()  # _decide has just read them
         self._lock = threading.Lock()
-        self.reads = 0
 
     def next_round(self, recipient_ids: Iterable[str]) -> None:
         """The recipients a retry round sends to again (each is checked once per round)."""
@@ -140,7 +139,6 @@ class MembershipWatch:
         }
         self._left |= {pid for _, pid in keys if pid not in active}
         self._read_at = self._clock()
-        self.reads += 1
 
 
 def backoff_seconds(attempts: int) -> float:
