@@ -4,11 +4,11 @@ rest delivery statuses of messages already sent, duplicates included — all on 
 
 Every consumer runs (sender, inbound function), with the rate limit lifted so that the fan-out and the
 webhooks compete for the same two cores; another trip's 40,000 participants sit in the same tables, and every
-environment is started and warmed before anything is timed. Reports the fan-out's wall time, the webhooks' p50/p99 latency and
-errors, and the end state that must hold: every recipient exactly one outcome in the log and one message in
-the sandbox, every inbound message exactly one reply, every queue and DLQ empty.
+environment is started and warmed before anything is timed. Reports the fan-out's wall time, the webhooks'
+p50/p99 latency and errors, and the end state that must hold: every recipient exactly one outcome in the log
+and one message in the sandbox, every inbound message exactly one reply, every queue and DLQ empty.
 
-    PYTHONPATH=layers/common:. .venv/bin/python bench/soak.py [--recipients 10000] [--rate 100] [--other 40000]
+    PYTHONPATH=layers/common:. .venv/bin/python bench/soak.py [--recipients 10000] [--other 40000]
 
 Writes bench/results/soak.md."""
 
