@@ -12,7 +12,9 @@ One process, moto (``mock_aws``) for AWS and the local WhatsApp sandbox for Meta
    chunk jobs and whatever the sender re-queues when an invocation runs out of time;
 3. three status webhooks per delivered message (sent, delivered, read), signed as Meta signs them, through the
    webhook function's handler, as the webhook function's URL delivers them (template output ``WebhookUrl``,
-   where Meta points: function URL requests carry no charge of their own, unlike HTTP API requests).
+   where Meta points: function URL requests carry no charge of their own, unlike HTTP API requests);
+4. the statuses the webhook queued, drained from the inbound queue through the inbound function's handler
+   the same way.
 
 Every AWS call (boto3 and PynamoDB both end in botocore's ``BaseClient._make_api_call``) is recorded and
 turned into billing units: SQS requests per 64 KB chunk, DynamoDB read and write request units from the item
@@ -215,6 +217,7 @@ class AwsMeter:
         self.call_seconds = 0.0  # time spent in those calls (moto's, replaced by AWS_LATENCY_MS)
         self.modelled_seconds = 0.0
         self.paused = threading.local()
+        self.call = threading.local()  # .before: the item an UpdateItem of this thread is about to change
         self._lock = threading.Lock()
         self._ddb = ddb_client  # for item sizes after updates (not counted)
         self._original: Callable[..., Any] | None = None
@@ -231,6 +234,14 @@ class AwsMeter:
             if getattr(meter.paused, "on", False) or meter.function == "setup":
                 return original(client, operation, params)
             service = client.meta.service_model.service_name
+            meter.call.before = None
+            if (
+                service == "dynamodb"
+                and operation == "UpdateItem"
+                and params.get("TableName") in meter.tables
+            ):
+                # what the item was: an index entry that moves costs two writes, one that appears costs one
+                meter.call.before = meter.full_item(meter.tables[params["TableName"]], params["Key"], None)
             started = time.perf_counter()
             try:
                 response = original(client, operation, params)
@@ -289,8 +300,16 @@ class AwsMeter:
         return max(1, math.ceil(payload / 65536))
 
     # -- DynamoDB ------------------------------------------------------------------------------------------
-    def _write(self, usage: Usage, table: TableSchema, item: dict, changed: set[str] | None) -> None:
-        """A put (changed=None: every index holding the item) or an update of ``changed`` attributes."""
+    def _write(
+        self,
+        usage: Usage,
+        table: TableSchema,
+        item: dict,
+        changed: set[str] | None,
+        before: dict | None = None,
+    ) -> None:
+        """A put (changed=None: every index holding the item) or an update of ``changed`` attributes of what
+        was ``before`` (None: the update created the item)."""
         usage.write_units[table.name] += max(1, math.ceil(item_size(item) / 1024))
         for index in table.indexes:
             if not all(k in item for k in index.keys):
@@ -301,13 +320,19 @@ class AwsMeter:
                 if not touched:
                     continue
             units = max(1, math.ceil(table.projected_size(index, item) / 1024))
-            if changed is not None and changed & set(index.keys):
+            was_indexed = before is not None and all(k in before for k in index.keys)
+            if was_indexed and any(before.get(k) != item.get(k) for k in index.keys):  # type: ignore[union-attr]
                 units *= 2  # the index entry moves: a delete and a put
             usage.write_units[f"{table.name}/{index.name}"] += units
 
-    def _full_item(self, table: TableSchema, key: dict) -> dict:
+    def full_item(self, table: TableSchema, key: dict, missing: dict | None) -> dict | None:
         with self.uncounted():
-            return self._ddb.get_item(TableName=table.name, Key=key, ConsistentRead=True).get("Item") or key
+            return (
+                self._ddb.get_item(TableName=table.name, Key=key, ConsistentRead=True).get("Item") or missing
+            )
+
+    def _full_item(self, table: TableSchema, key: dict) -> dict:
+        return self.full_item(table, key, key) or key
 
     @staticmethod
     def _read_units(size: int, consistent: bool) -> float:
@@ -328,7 +353,8 @@ class AwsMeter:
             if error:  # a failed condition still costs the write
                 usage.write_units[table.name] += 1
             else:
-                self._write(usage, table, self._full_item(table, params["Key"]), updated_attributes(params))
+                item = self._full_item(table, params["Key"])
+                self._write(usage, table, item, updated_attributes(params), self.call.before)
         elif operation == "DeleteItem" and table:
             usage.write_units[table.name] += 1
         elif operation == "BatchWriteItem":
@@ -347,12 +373,13 @@ class AwsMeter:
             for table_name, request in params["RequestItems"].items():
                 schema = self.tables[table_name]
                 consistent = bool(request.get("ConsistentRead"))
-                found = {
-                    json.dumps(schema.key_of(i), sort_keys=True): i
-                    for i in (response or {}).get("Responses", {}).get(table_name, [])
-                }
+                items = (response or {}).get("Responses", {}).get(table_name, [])
+                # A projection may leave out part of the key (the membership watch reads participant_id
+                # and status): match on the key attributes the items carry.
+                shown = [k for k in schema.keys if items and k in items[0]]
+                found = {json.dumps({k: i[k] for k in shown}, sort_keys=True) for i in items}
                 for key in request["Keys"]:
-                    hit = found.get(json.dumps(key, sort_keys=True))
+                    hit = json.dumps({k: key[k] for k in shown}, sort_keys=True) in found
                     size = item_size(self._full_item(schema, key)) if hit else 0  # billed on the whole item
                     usage.read_units[table_name] += self._read_units(size, consistent)
         elif operation in ("Query", "Scan") and table:
@@ -477,13 +504,15 @@ class Report:
     def levers(self) -> list[tuple[str, float]]:
         """What is left to cut, from the same counts; each gives something up (README, Cost)."""
         s = self.scale
-        index_writes = webhook_dynamodb = 0.0
-        for (function, _service, _op), usage in self.aws.items():
+        index_writes = status_path = 0.0
+        for (function, service, _op), usage in self.aws.items():
             if function == "SenderFunction":
                 index_writes += sum(n for w, n in usage.write_units.items() if w.endswith("/by_trip_keys"))
-            if function == "WebhookFunction":
-                webhook_dynamodb += sum(usage.write_units.values()) * price("dynamodb_write_unit")
-                webhook_dynamodb += sum(usage.read_units.values()) * price("dynamodb_read_unit")
+            if function == "InboundFunction":  # the statuses' log updates
+                status_path += sum(usage.write_units.values()) * price("dynamodb_write_unit")
+                status_path += sum(usage.read_units.values()) * price("dynamodb_read_unit")
+            if function in ("WebhookFunction", "InboundFunction") and service == "sqs":  # queueing them
+                status_path += usage.billed_requests * price("sqs_standard_request")
         return [
             (
                 "log without the by_trip_keys index (ledger and admin outcomes need another path to a trip)",
@@ -491,7 +520,7 @@ class Report:
             ),
             (
                 "'read' statuses not recorded (Meta still calls; the ledger would stop counting reads)",
-                webhook_dynamodb / 2 * s,  # delivered and read cost the same; sent costs nothing
+                status_path / 2 * s,  # delivered and read cost the same; sent costs nothing
             ),
             (
                 "webhook without X-Ray tracing (outside the issue's list; Meta's calls untraced)",
@@ -577,6 +606,8 @@ def _status_payload(message: dict, status: str, phone_number_id: str) -> bytes:
         "timestamp": str(int(time.time())),
         "recipient_id": message["to"],
     }
+    if message["body"].get("biz_opaque_callback_data"):
+        entry["biz_opaque_callback_data"] = message["body"]["biz_opaque_callback_data"]  # Meta echoes it
     if status != "read":
         template = message["type"] == "template"
         entry["pricing"] = {
@@ -645,7 +676,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
 
         sys.stdout = log_stream  # handlers' loggers bind stdout when their modules load
         try:
-            handlers = {name: _load_handler(name) for name in ("enqueue", "sender", "webhook")}
+            handlers = {name: _load_handler(name) for name in ("enqueue", "sender", "webhook", "inbound")}
             svc = services()
             settings = svc.settings
             if settings.rate_limit_per_second <= 0:
@@ -668,7 +699,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
             )
             functions = {
                 logical: FunctionUse(specs[logical].memory_mb)
-                for logical in ("EnqueueFunction", "SenderFunction", "WebhookFunction")
+                for logical in ("EnqueueFunction", "SenderFunction", "WebhookFunction", "InboundFunction")
             }
             timeouts = {logical: specs[logical].timeout for logical in functions}
 
@@ -689,6 +720,49 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
                     use.log_bytes += log_stream.bytes - before
                     meter.function = "setup"
                     meter.invoking_thread = None
+
+            def drain(logical: str, module: types.ModuleType, queue: Any) -> None:
+                """Feed the queue to its function until it is empty, as Lambda's event source mapping does
+                (the template's BatchSize); the poller's calls are billed like the function's."""
+                (source,) = [q for q in specs[logical].sqs_sources if q["queue"].url == queue.url]
+                while True:
+                    meter.function = logical
+                    messages = sqs.receive_message(
+                        QueueUrl=queue.url,
+                        MaxNumberOfMessages=min(10, source["batch_size"]),
+                        MessageSystemAttributeNames=["All"],
+                    ).get("Messages", [])
+                    if not messages:
+                        break
+                    records = [
+                        {
+                            "messageId": m["MessageId"],
+                            "receiptHandle": m["ReceiptHandle"],
+                            "body": m["Body"],
+                            "attributes": m.get("Attributes", {}),
+                            "messageAttributes": {},
+                            "md5OfBody": m["MD5OfBody"],
+                            "eventSource": "aws:sqs",
+                            "eventSourceARN": queue.arn,
+                            "awsRegion": REGION,
+                        }
+                        for m in messages
+                    ]
+                    result = invoke(logical, module, {"Records": records})
+                    failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+                    done = [m for m in messages if m["MessageId"] not in failed]
+                    meter.function = logical
+                    if done:
+                        sqs.delete_message_batch(
+                            QueueUrl=queue.url,
+                            Entries=[
+                                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                for i, m in enumerate(done)
+                            ],
+                        )
+                    if failed:
+                        raise RuntimeError(f"{logical} failed records: {sorted(failed)}")
+                meter.function = "setup"
 
             with meter.installed():
                 # 1. the backend's request
@@ -717,45 +791,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
                 http_api_requests = 1  # the backend's call goes through the HTTP API
 
                 # 2. the queue, drained as Lambda's event source mapping drains it (the template's BatchSize)
-                (source,) = [q for q in specs["SenderFunction"].sqs_sources if q["queue"].url == queue.url]
-                meter.function = "SenderFunction"  # the poller's calls are billed like the function's
-                while True:
-                    meter.function = "SenderFunction"
-                    messages = sqs.receive_message(
-                        QueueUrl=queue.url,
-                        MaxNumberOfMessages=min(10, source["batch_size"]),
-                        MessageSystemAttributeNames=["All"],
-                    ).get("Messages", [])
-                    if not messages:
-                        break
-                    records = [
-                        {
-                            "messageId": m["MessageId"],
-                            "receiptHandle": m["ReceiptHandle"],
-                            "body": m["Body"],
-                            "attributes": m.get("Attributes", {}),
-                            "messageAttributes": {},
-                            "md5OfBody": m["MD5OfBody"],
-                            "eventSource": "aws:sqs",
-                            "eventSourceARN": queue.arn,
-                            "awsRegion": REGION,
-                        }
-                        for m in messages
-                    ]
-                    result = invoke("SenderFunction", handlers["sender"], {"Records": records})
-                    failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-                    done = [m for m in messages if m["MessageId"] not in failed]
-                    meter.function = "SenderFunction"
-                    if done:
-                        sqs.delete_message_batch(
-                            QueueUrl=queue.url,
-                            Entries=[
-                                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                                for i, m in enumerate(done)
-                            ],
-                        )
-                    if failed:
-                        raise RuntimeError(f"sender failed records: {sorted(failed)}")
+                drain("SenderFunction", handlers["sender"], queue)
                 meter.function = "setup"
 
                 # 3. Meta's status webhooks (sent, delivered, read per message), through the function URL
@@ -776,6 +812,9 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
                         assert response["statusCode"] == 200, response
                         webhooks += 1
                         function_url_requests += 1
+
+                # 4. the statuses the webhook queued, applied by the inbound function
+                drain("InboundFunction", handlers["inbound"], stack.queues["InboundQueue"])
         finally:
             sys.stdout = real_stdout
             os.environ.clear()

@@ -152,6 +152,77 @@ def patch_moto_sqs_receive() -> None:
     Message.delayed = property(delayed)
 
 
+def patch_moto_sqs_queue_races() -> None:
+    """moto 5.2.5's SQS queue is not safe under the server's threads: ``Queue.delete_message`` rebuilds the
+    message list and assigns it back without a lock, so a message sent meanwhile (``add_message`` appends
+    under the queue's lock) is lost, and of two deletes at once one undoes the other (the message it deleted
+    reappears, in flight, after the visibility timeout, and is delivered again). Under the soak's load the
+    inbound queue lost messages and held ~170 revived ones for the full visibility timeout. Real SQS does
+    neither. The delete now holds the queue's own (re-entrant) lock, the one ``add_message`` takes, and
+    removes the message in place: one pass that stops at it (received messages are the oldest, near the
+    front) instead of two passes over the whole queue while every send waits."""
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid
+    from moto.sqs.models import Queue
+
+    stock_delete = Queue.delete_message
+    if getattr(stock_delete, "stock", None):
+        return
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with self._messages_lock:
+            if receipt_handle in self.deleted_messages:
+                return  # already deleted: moto (and SQS) accept it again
+            messages = self._messages
+            index = next(
+                (
+                    i
+                    for i, m in enumerate(messages)
+                    if m.receipt_handle == receipt_handle or receipt_handle in m._old_receipt_handles
+                ),
+                None,
+            )
+            if index is None:
+                raise ReceiptHandleIsInvalid()
+            message = messages.pop(index)
+            self.pending_messages.discard(message)
+            self.deleted_messages.update(message.all_receipt_handles)
+
+    delete_message.stock = stock_delete  # type: ignore[attr-defined]
+    Queue.delete_message = delete_message  # type: ignore[method-assign]
+
+
+def patch_moto_sqs_send() -> None:
+    """moto 5.2.5's SendMessage asks the queue for all its attributes to learn whether it deduplicates by
+    content, and all the attributes include the approximate counts: three passes over every message held,
+    for each message sent. Behind a backlog of 4,000 inbound messages that made each of the webhook's sends
+    slower the longer the soak ran. Only a FIFO queue can deduplicate by content, so for a standard queue the
+    send now skips the question (the same answer, without the counts)."""
+    from moto.sqs.models import Queue, SQSBackend
+
+    stock_send = SQSBackend.send_message
+    if getattr(stock_send, "stock", None):
+        return
+    stock_attributes = Queue.attributes
+    sending = threading.local()
+
+    def attributes(self: Any) -> dict[str, Any]:
+        if getattr(sending, "on", False) and not self.fifo_queue:
+            return {}  # what send_message reads of it: ContentBasedDeduplication, which only FIFO has
+        return stock_attributes.fget(self)  # type: ignore[union-attr]
+
+    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sending.on = True
+        try:
+            return stock_send(self, *args, **kwargs)
+        finally:
+            sending.on = False
+
+    send_message.stock = stock_send  # type: ignore[attr-defined]
+    attributes.stock = stock_attributes  # type: ignore[attr-defined]
+    Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]
+    SQSBackend.send_message = send_message  # type: ignore[method-assign]
+
+
 def _counting_app() -> Any:
     """moto's WSGI dispatcher, counting calls and injecting faults, with the backend of a JSON-protocol call
     (X-Amz-Target "DynamoDB_20120810.UpdateItem", "AmazonSQS.SendMessageBatch") looked up once per target
@@ -335,6 +406,8 @@ def _serve(host: str, port: int, report: Any) -> None:
         report.send((exc.errno, exc.strerror))
         return
     patch_moto_sqs_receive()
+    patch_moto_sqs_queue_races()
+    patch_moto_sqs_send()
     handler.app = staticmethod(_counting_app())
     # moto's modules are ~70,000 objects that never die: out of the collector's sight, and collections made
     # rarer, a full collection no longer stalls every call in flight for tens of milliseconds.

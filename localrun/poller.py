@@ -155,6 +155,13 @@ class EventSourceMapping:
             known = {m["MessageId"] for m in messages}
             if not failed <= known:  # Lambda treats an unknown identifier as a failure of the whole batch
                 return
+        if failed:
+            print(
+                f"[localrun] {self.pool.name} reported {len(failed)} of {len(messages)} records from "
+                f"{self.queue.logical_id} failed (they come back after the visibility timeout)",
+                file=sys.stderr,
+                flush=True,
+            )
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
             entries = [

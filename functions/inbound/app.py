@@ -1,9 +1,11 @@
-"""Inbound messages: consumes the inbound queue the webhook fills (one WhatsApp message per SQS message) and
-runs the participant's command (JOIN / INFO / STOP, anything else gets the help text), queueing the reply.
+"""Inbound messages and statuses: consumes the inbound queue the webhook fills (one WhatsApp message or one
+delivery status per SQS message). A message runs the participant's command (JOIN / INFO / STOP, anything else
+gets the help text), queueing the reply; a status moves its notifications-log entry forward.
 
-Each message is handled once across instances and redeliveries (idempotency by wamid). A record that raises
-(DynamoDB unavailable, an unreadable body, the same message in progress elsewhere) goes back to the queue
-and, after 3 receives, to the inbound DLQ, where an operator can redrive it."""
+Each message is handled once across instances and redeliveries (idempotency by wamid); a status is applied
+only forward, so a repeat changes nothing. A record that raises (DynamoDB unavailable, an unreadable body, the
+same message in progress elsewhere) goes back to the queue and, after 3 receives, to the inbound DLQ, where an
+operator can redrive it."""
 
 from __future__ import annotations
 
@@ -12,10 +14,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import ValidationError
 
 from jastipin import observability
-from jastipin.inbound import InboundWork
+from jastipin.inbound import QueuedStatus, read_queued
 from jastipin.runtime import services
 
 logger = Logger()
@@ -24,18 +25,22 @@ observability.init_sentry()  # only when SENTRY_DSN is set
 
 
 class UnreadableInbound(ValueError):
-    """A queue body that is not an inbound message (the error names the record, never what it holds)."""
+    """A queue body that is neither an inbound message nor a status (the error names the record, never what
+    it holds)."""
 
 
 def record_handler(record: SQSRecord) -> None:
     try:
-        work = InboundWork.model_validate_json(record.body)
-    except ValidationError:
+        work = read_queued(record.body)
+    except ValueError:
         # The body holds a phone number and the participant's text: neither goes to logs or Sentry.
         logger.error("unreadable inbound message", extra={"message_id": record.message_id})
         raise UnreadableInbound(f"queue message {record.message_id} is not an inbound message") from None
     try:
-        services().inbound.handle(work)
+        if isinstance(work, QueuedStatus):
+            services().inbound.apply(work)
+        else:
+            services().inbound.handle(work)
     except IdempotencyAlreadyInProgressError:
         # Another instance is handling this very message: the record comes back after the visibility timeout
         # and then finds it done.

@@ -1,9 +1,11 @@
 """WhatsApp webhook: Meta's verification handshake (GET) and signed inbound messages and statuses (POST).
 
-Answers 200 fast whatever the content (Meta retries non-200 for 7 days): statuses and marketing preferences
-are applied at once (one conditional update each, only ever forward); inbound messages are queued for the
-inbound function (functions/inbound), which handles each once (idempotency by wamid). Nothing is lost: if a
-message cannot be queued the answer is 500 and Meta delivers the webhook again.
+Answers 200 fast whatever the content (Meta retries non-200 for 7 days): inbound messages and the statuses
+that can change the log (delivered, read, failed) are queued for the inbound function (functions/inbound),
+which handles each message once (idempotency by wamid) and applies each status only forward; marketing
+preferences (rare) are applied at once. The answer never waits on the notifications log, which a fan-out keeps
+busy. Nothing is lost: if anything cannot be queued or applied the answer is 500 and Meta delivers the webhook
+again.
 
 No Powertools Tracer here: its X-Ray SDK import alone costs more than boto3's, on the cold start of the one
 function Meta waits for. Lambda's active tracing (template.yaml) still traces every invocation."""

@@ -1,8 +1,8 @@
 """AWS-side faults through the local runtime (the moto server injects them, see localrun/moto_server.py), next
 to WhatsApp-side ones (the sandbox): after each, the end state the README ("Reliability") promises. Every
 recipient has exactly one final outcome in the notifications log, nobody is sent a message more often than the
-documented bound allows, a failing message waits in SQS (then in its DLQ) instead of being lost, and the
-webhook answers 500 for what it could not apply.
+documented bound allows, a failing message or status waits in SQS (then in its DLQ) instead of being lost,
+and the webhook answers 500 for what it could not keep.
 
 The clients retry throttling and 5xx errors themselves: PynamoDB's botocore client (every table access of the
 functions) makes 4 attempts in botocore's "standard" mode, so a fault for fewer calls than that is absorbed
@@ -245,8 +245,10 @@ def post_webhook(runtime: LocalRuntime, value: dict[str, Any]) -> httpx.Response
     return httpx.post(runtime.api.url + WEBHOOK_PATH, content=body, headers=headers, timeout=30)  # type: ignore[union-attr]
 
 
-def test_status_webhook_is_refused_while_the_log_cannot_be_updated(runtime):
-    """A status the webhook could not apply must not be acknowledged: 500, and Meta delivers it again."""
+def test_a_status_that_cannot_be_applied_waits_in_the_queue_until_the_log_is_back(runtime):
+    """The webhook only queues a status (200: it is kept); the inbound function fails on the notifications
+    log, the status comes back after the visibility timeout and is applied once the table works. Meta's
+    repeats of it change nothing."""
     create_trip(runtime, "status")
     (pid,) = seed_participants(runtime, "status", 1, start=1400)
     job = upload_product(runtime, "status")
@@ -259,23 +261,23 @@ def test_status_webhook_is_refused_while_the_log_cannot_be_updated(runtime):
         "recipient_id": digits(1400),
         "biz_opaque_callback_data": message["body"]["biz_opaque_callback_data"],  # Meta echoes it
     }
+    failures = failed_receives(runtime, "InboundQueue")
     runtime.moto.add_fault("dynamodb.UpdateItem", THROTTLED, table="NotificationsLogTable")
-    response = post_webhook(runtime, {"statuses": [status]})
-    assert response.status_code == 500, response.text
-    assert response.json()["error"]["code"] == "unavailable"
-    assert injected(runtime) == SDK_ATTEMPTS  # the SDK tried, then gave up
-    (entry,) = log_entries(runtime, job)
-    assert entry["status"]["S"] == "sent"
-    runtime.moto.clear_faults()
-    # Meta delivers it again, and (as it may) once more: applied once.
-    first, again = (
-        post_webhook(runtime, {"statuses": [status]}),
-        post_webhook(runtime, {"statuses": [status]}),
-    )
-    assert (first.status_code, first.json()["statuses"]) == (200, 1)
-    assert (again.status_code, again.json()["statuses"]) == (200, 0)
+    with visibility(runtime, "InboundQueue", 10):
+        response = post_webhook(runtime, {"statuses": [status]})
+        assert (response.status_code, response.json()["statuses"]) == (200, 1)
+        wait_until(lambda: injected(runtime) >= SDK_ATTEMPTS, 30, "the SDK to give up")
+        wait_until(lambda: failed_receives(runtime, "InboundQueue") > failures, 30, "the failed receive")
+        (entry,) = log_entries(runtime, job)
+        assert entry["status"]["S"] == "sent"
+        runtime.moto.clear_faults()
+        # Meta delivers it again, and (as it may) once more, while the first waits to come back.
+        for _ in range(2):
+            assert post_webhook(runtime, {"statuses": [status]}).status_code == 200
+        runtime.wait_idle(timeout=60, queues={"InboundQueue"})
     (entry,) = log_entries(runtime, job)
     assert (entry["participant_id"]["S"], entry["status"]["S"]) == (pid, "delivered")
+    assert not dlq_messages(runtime, "InboundDLQ")
 
 
 def test_join_while_contacts_cannot_be_updated_waits_in_the_dlq_and_is_answered_once(runtime):

@@ -2,7 +2,8 @@
 through the local runtime, with the sandbox posting each message's statuses on one of five schedules, counted
 from the moment it accepts the send (before the sender has even read the answer): all at once, 50 ms apart,
 reversed, duplicated, and 2 s late. Every log entry reaches the last status posted for it: read; the statuses
-that came before the sender's outcome were kept (the webhook says so in its log)."""
+that came before the sender's outcome were kept (the inbound function, which applies the statuses the
+webhook queued, says so in its log)."""
 
 from __future__ import annotations
 

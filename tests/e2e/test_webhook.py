@@ -1,5 +1,6 @@
 """The webhook through the local runtime, driven by the WhatsApp sandbox as Meta would drive it: concurrent
-duplicate deliveries, statuses out of order, a failed status, a user without a phone number."""
+duplicate deliveries, statuses out of order (queued by the webhook, applied by the inbound function), a failed
+status, a user without a phone number."""
 
 from __future__ import annotations
 
@@ -33,6 +34,17 @@ def wait_messages(runtime: LocalRuntime, count: int, timeout: float = 30) -> lis
     raise AssertionError(f"expected {count} messages, have {runtime.sandbox.messages()}")  # type: ignore[union-attr]
 
 
+def wait_for_status(runtime: LocalRuntime, job: str, status: str, timeout: float = 30) -> list[dict]:
+    """The job's log entries once every one has the status (the inbound function applies the statuses the
+    webhook queued a moment later), and no other status comes within a second."""
+    deadline = time.monotonic() + timeout
+    while set(now := [e["status"]["S"] for e in log_entries(runtime, job)]) != {status}:
+        assert time.monotonic() < deadline, f"still {now}, not {status}"
+        time.sleep(0.1)
+    time.sleep(1)
+    return log_entries(runtime, job)
+
+
 def test_same_message_delivered_three_times_at_once_is_answered_once(runtime):
     sandbox = runtime.sandbox
     sandbox.clear()
@@ -59,7 +71,7 @@ def test_statuses_out_of_order_and_duplicated_end_at_the_furthest(runtime):
     time.sleep(1.5)  # the entry is written; statuses now find it
     for status in ("read", "delivered", "sent", "read", "delivered"):
         assert sandbox.send_status(wamid, status, to) == 200
-    (entry,) = log_entries(runtime, job)
+    (entry,) = wait_for_status(runtime, job, "read")  # the inbound function applies what was queued
     assert entry["participant_id"]["S"] == pid and entry["status"]["S"] == "read"
 
 
@@ -77,7 +89,7 @@ def test_failed_status_records_the_error_code(runtime):
         )
         == 200
     )
-    (entry,) = log_entries(runtime, job)
+    (entry,) = wait_for_status(runtime, job, "failed")
     assert (entry["status"]["S"], entry["error_code"]["N"]) == ("failed", "131026")
 
 

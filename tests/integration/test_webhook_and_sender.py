@@ -150,6 +150,46 @@ def test_join_upload_fan_out_and_log(ctx):
     assert {i["status"]["S"] for i in items} == {"sent"}
 
 
+def test_statuses_are_queued_by_the_webhook_and_applied_by_the_inbound_function(ctx):
+    """Meta's 200 for a status does not wait on the notifications log: the webhook queues delivered, read,
+    failed (never ``sent``, which adds nothing) and the inbound function moves the entry forward, once however
+    often Meta repeats it."""
+    create_trip(ctx)
+    assert post_webhook(ctx, inbound("JOIN jpn25", "wamid.st"))[0] == 200
+    drain(ctx)
+    ctx.sandbox.clear()
+    _, body = upload(ctx, {"name": "Action Figure A", "price": 450000})
+    drain(ctx)
+    (sent,) = ctx.sandbox.messages()
+    statuses = [
+        {
+            "id": sent["id"],
+            "status": status,
+            "timestamp": str(int(time.time())),
+            "recipient_id": sent["to"],
+            "biz_opaque_callback_data": sent["body"]["biz_opaque_callback_data"],
+        }
+        for status in ("sent", "read", "delivered", "read")
+    ]
+    payload = webhook_envelope({"statuses": statuses}, phone_number_id="000000000000000")
+    code, answer = post_webhook(ctx, payload, run_inbound=False)
+    assert code == 200 and json.loads(answer)["statuses"] == 3
+    ddb = boto3.client("dynamodb", endpoint_url=ctx.moto_url, region_name=REGION)
+
+    def entry() -> dict:
+        (item,) = ddb.query(
+            TableName=ctx.stack.tables["NotificationsLogTable"],
+            KeyConditionExpression="job_id = :j",
+            ExpressionAttributeValues={":j": {"S": body["job_id"]}},
+        )["Items"]
+        return item
+
+    assert entry()["status"]["S"] == "sent"  # queued, not yet applied
+    responses = drain(ctx, "InboundQueue")
+    assert responses == [{"batchItemFailures": []}]
+    assert entry()["status"]["S"] == "read"
+
+
 def test_same_webhook_twice_replies_once(ctx):
     create_trip(ctx)
     payload = inbound("JOIN jpn25", "wamid.dup")

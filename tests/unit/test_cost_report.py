@@ -26,16 +26,23 @@ def test_cost_report_counts_every_call_of_a_broadcast():
     assert report.functions["WebhookFunction"].invocations == 3 * N
     assert report.functions["EnqueueFunction"].invocations == 1
     calls = {(fn, op): usage for (fn, _service, op), usage in report.aws.items()}
-    # "sent" statuses cost nothing: only delivered and read look the entry up and write it.
-    assert calls[("WebhookFunction", "Query")].calls == 2 * N
-    assert calls[("WebhookFunction", "UpdateItem")].calls == 2 * N
-    writes = calls[("WebhookFunction", "UpdateItem")].write_units
+    # The webhook only queues; "sent" statuses cost nothing: delivered and read are queued, then written by
+    # the inbound function by the key Meta echoes (no index lookup).
+    assert {op for fn, op in calls if fn == "WebhookFunction"} == {"SendMessageBatch (standard)"}
+    assert calls[("WebhookFunction", "SendMessageBatch (standard)")].calls == 2 * N
+    assert ("InboundFunction", "Query") not in calls
+    assert calls[("InboundFunction", "UpdateItem")].calls == 2 * N
+    writes = calls[("InboundFunction", "UpdateItem")].write_units
     assert writes["NotificationsLogTable"] == 2 * N
     assert writes["NotificationsLogTable/by_provider_msg_id"] == 0  # keys only: not written by status updates
     assert writes["NotificationsLogTable/by_trip_keys"] == 0  # likewise
-    # One small item per recipient, written as a merge with any status that came first (UpdateItem).
+    assert report.functions["InboundFunction"].invocations == -(-2 * N // 10)  # batches of 10
+    # One small item per recipient, written as a merge with any status that came first (UpdateItem); its
+    # index entries appear once each (an entry that appears is one write, one that moves two).
     log_writes = calls[("SenderFunction", "UpdateItem")].write_units
     assert log_writes["NotificationsLogTable"] == N
+    assert log_writes["NotificationsLogTable/by_trip_keys"] == N
+    assert log_writes["NotificationsLogTable/by_provider_msg_id"] == N
     # The sender waited for the rate limit: at least N / rate seconds of 256 MB.
     assert report.functions["SenderFunction"].billed_ms >= N / report.rate_limit * 1000
     assert report.functions["SenderFunction"].memory_mb == 256

@@ -147,6 +147,33 @@ def _log(status: str = "sent") -> NotificationLog:
     return entry
 
 
+def test_only_statuses_that_can_change_the_log_are_queued():
+    from jastipin.inbound import status_worth_keeping
+
+    kept = [
+        s
+        for s in ("sent", "delivered", "read", "failed", "deleted", "")
+        if status_worth_keeping(StatusUpdate(id="wamid.x", status=s))
+    ]
+    assert kept == ["delivered", "read", "failed"]
+
+
+def test_an_inbound_queue_body_is_a_message_or_a_status():
+    from pydantic import ValidationError
+
+    from jastipin.inbound import InboundWork, QueuedStatus, read_queued
+
+    status = QueuedStatus(status=StatusUpdate(id="wamid.x", status="read", biz_opaque_callback_data="j|p"))
+    assert read_queued(status.to_body()) == status
+    message = InboundWork(message=InboundMessage.model_validate({"id": "wamid.in", "from": PHONE}))
+    assert read_queued(message.to_body()) == message
+    for unreadable in ('{"status": {"status": "read"}}', '{"jobId": 1}', "[]"):
+        with pytest.raises(ValidationError):
+            read_queued(unreadable)
+    with pytest.raises(ValueError):
+        read_queued("not json")
+
+
 def test_statuses_move_forward_only_and_duplicates_are_harmless(settings):
     _log()
     assert apply_status(StatusUpdate(id="wamid.out1", status="read"))
@@ -271,8 +298,9 @@ def test_queue_bodies_escape_what_sqs_refuses_and_read_back_the_same():
 
 def test_a_malformed_message_in_a_batch_does_not_drop_the_valid_ones(handler, capsys):
     """One signed payload: a message without an id, a status with no wamid, a JOIN and a valid status. The
-    JOIN is answered and the status applied; the two malformed items are logged and counted."""
-    from jastipin.inbound import WebhookIntake
+    JOIN and the status are queued (and the status, read back, applied); the two malformed items are logged
+    and counted."""
+    from jastipin.inbound import InboundWork, QueuedStatus, WebhookIntake, read_queued
     from jastipin.webhook_payload import WebhookPayload
 
     _log()
@@ -314,15 +342,19 @@ def test_a_malformed_message_in_a_batch_does_not_drop_the_valid_ones(handler, ca
 
     summary = WebhookIntake(Sqs(), "queue-url").accept(payload)
     assert summary == {"queued": 1, "statuses": 1, "preferences": 0, "malformed": 2}
-    assert "wamid.in-ok" in queued[0]
+    message, status = (read_queued(body) for body in queued)
+    assert isinstance(message, InboundWork) and message.message.id == "wamid.in-ok"
+    assert isinstance(status, QueuedStatus) and status.status.id == "wamid.out1"
+    assert NotificationLog.get("job_1", "p_1").status == "sent"  # nothing applied in the webhook
+    assert apply_status(status.status)
     assert NotificationLog.get("job_1", "p_1").status == "delivered"
     assert "WebhookItemMalformed" in capsys.readouterr().out
 
 
 def test_a_status_kept_before_its_outcome_lives_as_long_as_the_log(settings) -> None:
-    """The webhook keeps a status that comes before its send's outcome as a stub; the stub expires with the
-    log's configured TTL (LOG_TTL_DAYS), not a fixed three days."""
-    from jastipin.inbound import WebhookIntake
+    """A status that comes before its send's outcome is kept as a stub; the stub expires with the log's
+    configured TTL (LOG_TTL_DAYS), not a fixed three days."""
+    from jastipin.inbound import InboundProcessor, QueuedStatus
     from jastipin.webhook_payload import WebhookPayload
 
     payload = WebhookPayload.model_validate(
@@ -353,7 +385,9 @@ def test_a_status_kept_before_its_outcome_lives_as_long_as_the_log(settings) -> 
             ],
         }
     )
-    WebhookIntake(None, "unused", log_ttl_days=10).accept(payload)
+    (status,) = payload.entry[0].changes[0].value.statuses
+    processor = InboundProcessor(Queued(), settings.idempotency_table, log_ttl_days=10)  # type: ignore[arg-type]
+    assert processor.apply(QueuedStatus(status=status))
     stub = NotificationLog.get("job_9", "p_9")
     assert stub.status == "delivered" and stub.trip_id is None
     assert abs(stub.expires_at - (utcnow() + timedelta(days=10))) < timedelta(minutes=1)

@@ -223,13 +223,16 @@ def with_progress(messages: list[DlqMessage]) -> list[DlqMessage]:
 
 def _inbound_view(body: str, facts: dict[str, Any]) -> DlqMessage:
     """An inbound-queue message: only its kind and WhatsApp message type (its wamid encodes the sender's
-    number; the text is the participant's)."""
-    from jastipin.inbound import InboundWork
+    number; the text is the participant's), or for a delivery status ``status:<delivered|read|failed>``."""
+    from jastipin.inbound import QueuedStatus, read_queued
 
     try:
-        work = InboundWork.model_validate_json(body)
-    except (ValidationError, ValueError):
+        work = read_queued(body)
+    except ValueError:  # pydantic's ValidationError among them
         return DlqMessage(readable=False, **facts)
+    if isinstance(work, QueuedStatus):
+        kind = f"status:{work.status.status}"
+        return DlqMessage(readable=True, kind=INBOUND, message_type=kind, recipients=1, **facts)
     return DlqMessage(readable=True, kind=INBOUND, message_type=work.message.type, recipients=1, **facts)
 
 

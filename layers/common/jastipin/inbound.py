@@ -1,11 +1,12 @@
 """What participants say to us over WhatsApp: commands (JOIN / INFO / STOP), delivery statuses and marketing
-preferences. The webhook applies statuses and preferences and queues messages (``WebhookIntake``); the inbound
-function runs the commands (``InboundProcessor``). Replies are queued on the notifications queue; nothing here
-calls the WhatsApp API."""
+preferences. The webhook applies preferences and queues messages and statuses (``WebhookIntake``); the inbound
+function runs the commands (``InboundProcessor``) and applies the statuses. Replies are queued on the
+notifications queue; nothing here calls the WhatsApp API."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -319,49 +320,88 @@ class InboundWork(BaseModel):
         return sqs_safe_json(self.model_dump_json(by_alias=True, exclude_none=True))
 
 
-class WebhookIntake:
-    """What the webhook does with a verified payload, fast: statuses and marketing preferences are applied at
-    once (one conditional update each), inbound messages are queued (one SQS message each, sent in batches)
-    for the inbound function, which runs the commands (~6 calls each) away from Meta's latency budget.
+class QueuedStatus(BaseModel):
+    """One of Meta's delivery statuses on its way to the notifications log: the other body of an inbound-queue
+    message."""
 
-    Raises if a message cannot be queued: the webhook answers 500 and Meta delivers it again (statuses are
+    model_config = ConfigDict(extra="ignore")
+
+    status: StatusUpdate
+
+    def to_body(self) -> str:
+        return sqs_safe_json(self.model_dump_json(by_alias=True, exclude_none=True))
+
+
+def read_queued(body: str) -> InboundWork | QueuedStatus:
+    """An inbound-queue body: a message (``{"message": ...}``) or a status (``{"status": ...}``). Raises
+    ``ValueError`` (pydantic's ``ValidationError`` among them) for anything else."""
+    data = json.loads(body)
+    if isinstance(data, dict) and "status" in data and "message" not in data:
+        return QueuedStatus.model_validate(data)
+    return InboundWork.model_validate(data)
+
+
+def status_worth_keeping(status: StatusUpdate) -> bool:
+    """Whether a status can change the log: ``delivered``, ``read`` and ``failed``. ``sent`` adds nothing (the
+    sender records it with the wamid, and Meta repeats its pricing with ``delivered``), nor does a status
+    name we do not know; neither is queued."""
+    try:
+        return LogStatus(status.status) is not LogStatus.SENT
+    except ValueError:
+        return False
+
+
+class WebhookIntake:
+    """What the webhook does with a verified payload, fast: marketing preferences are applied at once (one
+    conditional update each, rare); inbound messages and statuses are queued (one SQS message each, sent in
+    batches of 10) for the inbound function, which runs the commands (~6 calls each) and applies the statuses
+    (one conditional update each) away from Meta's latency budget, so the answer never waits on the busy
+    notifications log.
+
+    Raises if anything cannot be queued: the webhook answers 500 and Meta delivers it again (statuses are
     forward-only and messages are handled once, so the repeat is harmless)."""
 
-    def __init__(self, sqs_client: Any, inbound_queue_url: str, log_ttl_days: float = 3) -> None:
+    def __init__(self, sqs_client: Any, inbound_queue_url: str) -> None:
         self._sqs = sqs_client
         self._url = inbound_queue_url
-        self._log_ttl_days = log_ttl_days  # a status kept before its outcome lives as long as the log
 
     def accept(self, payload: WebhookPayload) -> dict[str, int]:
         summary = {"queued": 0, "statuses": 0, "preferences": 0, "malformed": 0}
-        work: list[InboundWork] = []
+        bodies: list[str] = []
         for entry in payload.entry:
             for change in entry.changes:
                 value = change.value
                 summary["malformed"] += _count_malformed(value.malformed)
-                work += [InboundWork(message=m, contacts=value.contacts) for m in value.messages]
+                for m in value.messages:
+                    bodies.append(InboundWork(message=m, contacts=value.contacts).to_body())
+                    summary["queued"] += 1
                 for status in value.statuses:
-                    summary["statuses"] += int(apply_status(status, self._log_ttl_days))
+                    if status_worth_keeping(status):
+                        bodies.append(QueuedStatus(status=status).to_body())
+                        summary["statuses"] += 1
                 for preference in value.user_preferences:
                     apply_preference(preference)
                     summary["preferences"] += 1
-        for start in range(0, len(work), SQS_BATCH):
-            batch = work[start : start + SQS_BATCH]
+        for start in range(0, len(bodies), SQS_BATCH):
+            batch = bodies[start : start + SQS_BATCH]
             response = self._sqs.send_message_batch(
                 QueueUrl=self._url,
-                Entries=[{"Id": str(i), "MessageBody": w.to_body()} for i, w in enumerate(batch)],
+                Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(batch)],
             )
             if response.get("Failed"):
                 raise QueueError(f"inbound queue refused {len(response['Failed'])} message(s)")
-            summary["queued"] += len(batch)
         return summary
 
 
 class InboundProcessor:
-    """Runs inbound messages; each is handled once across instances and redeliveries (Powertools idempotency
-    on the message id, DynamoDB-backed, with TTL)."""
+    """Runs what the webhook queued: inbound messages, each handled once across instances and redeliveries
+    (Powertools idempotency on the message id, DynamoDB-backed, with TTL), and statuses, which need no such
+    guard (each is applied only forward, so a repeat changes nothing)."""
 
-    def __init__(self, queues: JobQueues, idempotency_table: str, dynamodb_client=None) -> None:
+    def __init__(
+        self, queues: JobQueues, idempotency_table: str, dynamodb_client=None, log_ttl_days: float = 3
+    ) -> None:
+        self._log_ttl_days = log_ttl_days  # a status kept before its outcome lives as long as the log
         from aws_lambda_powertools.utilities.idempotency import (
             DynamoDBPersistenceLayer,
             IdempotencyConfig,
@@ -378,6 +418,11 @@ class InboundProcessor:
         self._handle_once = idempotent_function(
             data_keyword_argument="key", persistence_store=persistence, config=config
         )(self._handle)
+
+    def apply(self, queued: QueuedStatus) -> bool:
+        """Apply a queued status to the notifications log; False if it changed nothing. Raises if the table
+        fails: the record goes back to the queue."""
+        return apply_status(queued.status, self._log_ttl_days)
 
     def register_context(self, context) -> None:
         """Lets idempotency records of a crashed invocation expire when the invocation would have ended."""
@@ -405,26 +450,3 @@ class InboundProcessor:
             key={"message_id": work.message.id}, message=work.message, contacts=work.contacts
         )
         return bool(result and result.get("replied"))
-
-    def process(self, payload: WebhookPayload) -> dict[str, int]:
-        """A whole payload at once, statuses and messages alike (tests and tools; the webhook queues messages
-        through ``WebhookIntake`` instead)."""
-        from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
-
-        summary = {"messages": 0, "duplicates": 0, "statuses": 0, "preferences": 0, "malformed": 0}
-        for entry in payload.entry:
-            for change in entry.changes:
-                value = change.value
-                summary["malformed"] += _count_malformed(value.malformed)
-                for message in value.messages:
-                    try:
-                        self.handle(InboundWork(message=message, contacts=value.contacts))
-                        summary["messages"] += 1
-                    except IdempotencyAlreadyInProgressError:
-                        summary["duplicates"] += 1  # another instance is handling this very message
-                for status in value.statuses:
-                    summary["statuses"] += int(apply_status(status))
-                for preference in value.user_preferences:
-                    apply_preference(preference)
-                    summary["preferences"] += 1
-        return summary

@@ -1,6 +1,6 @@
 """The notifications log: one entry per (job, recipient), the one module that knows its keys, conditions
-and update expressions. The sender records outcomes here, the webhook applies Meta's statuses here, the
-ledger and the admin API read here.
+and update expressions. The sender records outcomes here, the inbound function applies Meta's statuses
+(queued by the webhook) here, the ledger and the admin API read here.
 
 Any order, any timing. Meta often posts a message's statuses before the sender has stored the send's outcome
 (sometimes before the send's HTTP response has been read). Both writers therefore *merge* into the entry,

@@ -36,13 +36,14 @@ class Services:
     def inbound(self):  # -> InboundProcessor
         from jastipin.inbound import InboundProcessor
 
-        return InboundProcessor(self.queues, self.settings.idempotency_table, self.dynamodb)
+        s = self.settings
+        return InboundProcessor(self.queues, s.idempotency_table, self.dynamodb, s.log_ttl_days)
 
     @cached_property
     def intake(self):  # -> WebhookIntake
         from jastipin.inbound import WebhookIntake
 
-        return WebhookIntake(self.sqs, self.settings.inbound_queue_url, self.settings.log_ttl_days)
+        return WebhookIntake(self.sqs, self.settings.inbound_queue_url)
 
     @cached_property
     def sender(self):  # -> Sender
