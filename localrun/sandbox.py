@@ -12,7 +12,8 @@ Cloud API (Graph API v23.0) that Jastipin uses, so the whole system can be run a
 * It sends Meta-format webhooks to our webhook: inbound user messages (``send_inbound``) and message status
   callbacks (``send_status``, and automatically "sent" then "delivered" after each accepted message when
   ``status_callbacks=True``), signed with ``X-Hub-Signature-256`` like Meta signs them.
-* Control routes under ``/_sandbox/`` (messages, faults, inbound, status, health) for other processes.
+* Control routes under ``/_sandbox/`` (messages, refused sends, faults, inbound, status, health) for other
+  processes.
 
 Faults (``add_fault`` / ``POST /_sandbox/faults``) are dicts with the keys ``to`` (recipient or null = any),
 ``times`` (uses, null = forever), ``http_status``, ``code``, ``message``, ``latency_ms`` and ``timeout``.
@@ -591,6 +592,7 @@ class WhatsAppSandbox:
 
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
+        self._refused: list[dict[str, Any]] = []  # sends a fault refused or stalled: to, code, received_at
         self._requests = 0
         self._faults: list[dict[str, Any]] = []
         self._issued_ids: set[str] = set()
@@ -671,6 +673,13 @@ class WhatsAppSandbox:
         with self._lock:
             return [copy.deepcopy(m) for m in self._messages if wanted is None or m["to"] == wanted]
 
+    def refused(self, to: str | None = None) -> list[dict[str, Any]]:
+        """Sends a fault refused (an error answer) or stalled (a timeout), in arrival order: ``to``,
+        ``code`` (None for a timeout), ``timeout``, ``received_at`` (epoch seconds, as for messages)."""
+        wanted = None if to is None else _normalize_address(to.strip())
+        with self._lock:
+            return [dict(r) for r in self._refused if wanted is None or r["to"] == wanted]
+
     def requests_count(self) -> int:
         """All POSTs to /messages so far, accepted or not."""
         with self._lock:
@@ -680,6 +689,7 @@ class WhatsAppSandbox:
         """Forget messages, counters and faults."""
         with self._lock:
             self._messages.clear()
+            self._refused.clear()
             self._requests = 0
             self._faults.clear()
             self._message_types.clear()
@@ -751,6 +761,8 @@ class WhatsAppSandbox:
                 return 200, {"messages": len(self._messages), "requests": self._requests}, {}
         if route == ("GET", "/_sandbox/messages"):
             return 200, {"messages": self.messages(query.get("to", [None])[0])}, {}
+        if route == ("GET", "/_sandbox/refused"):
+            return 200, {"refused": self.refused(query.get("to", [None])[0])}, {}
         if route == ("DELETE", "/_sandbox/messages"):
             self.clear()
             return 204, None, {}
@@ -873,6 +885,15 @@ class WhatsAppSandbox:
         with self._lock:
             fault = self._match_fault(address or "")
         rejected = fault is not None and (fault["timeout"] or (fault["http_status"] or 0) >= 400)
+        if rejected:
+            refusal = {
+                "to": address,
+                "code": None if fault["timeout"] else fault["code"],  # type: ignore[index]
+                "timeout": bool(fault["timeout"]),  # type: ignore[index]
+                "received_at": arrived,
+            }
+            with self._lock:
+                self._refused.append(refusal)
         if rejected or message_type == "read":
             return None, given, fault
         wamid = self._new_wamid(address)

@@ -11,10 +11,18 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from localrun.runtime import LocalRuntime
-from tests.e2e.helpers import create_trip, local_config, log_entries, seed_participants, upload_product
+from tests.e2e.helpers import (
+    API_AUTH,
+    create_trip,
+    local_config,
+    log_entries,
+    seed_participants,
+    upload_product,
+)
 
 PARTICIPANTS = 1_000
 SCHEDULES = [
@@ -58,5 +66,10 @@ def test_every_entry_reaches_the_last_status_posted_whatever_the_timing(
     assert statuses == {"read": PARTICIPANTS}, statuses
     assert all("trip_id" in e and "provider_msg_id" in e for e in entries)  # the outcome merged in
     assert len(runtime.sandbox.messages()) == PARTICIPANTS  # type: ignore[union-attr]  # none twice
+    # The ledger counts Meta's pricing once per message, whatever the order and the duplicates: the sandbox
+    # prices a free-form text free_customer_service (a template would be regular: billed).
+    ledger = httpx.get(f"{runtime.api.url}/api/trips/race/ledger", headers=API_AUTH, timeout=30).json()  # type: ignore[union-attr]
+    (job,) = [j for j in ledger["jobs"] if j["job_id"] == job_id]
+    assert (job["free"], job["billed_messages"]) == ({"free_customer_service": PARTICIPANTS}, 0), job
     # The race did happen: statuses arrived before their outcome was logged, and were kept.
     assert capfd.readouterr().out.count("status kept before its outcome") > PARTICIPANTS // 10

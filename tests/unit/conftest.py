@@ -99,12 +99,17 @@ def whatsapp_client(graph: FakeGraph):
 
 @pytest.fixture
 def no_sleep() -> Callable[[float], None]:
+    """A sleep that records what it was asked to wait and moves ``sleep.clock`` (a monotonic clock that
+    stands still otherwise) on by as much, without waiting."""
     waits: list[float] = []
+    now = [1000.0]
 
     def sleep(seconds: float) -> None:
         waits.append(seconds)
+        now[0] += seconds
 
     sleep.waits = waits  # type: ignore[attr-defined]
+    sleep.clock = lambda: now[0]  # type: ignore[attr-defined]
     return sleep
 
 

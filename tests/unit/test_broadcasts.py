@@ -359,7 +359,14 @@ def test_broadcast_body_validation_names_the_field(body, field):
 
 @pytest.fixture
 def sender(settings, whatsapp_client, no_sleep):
-    return Sender(settings, RecordingQueues(), whatsapp_client, TokenBucket(10_000), sleep=no_sleep)
+    return Sender(
+        settings,
+        RecordingQueues(),
+        whatsapp_client,
+        TokenBucket(10_000),
+        sleep=no_sleep,
+        clock=no_sleep.clock,
+    )
 
 
 def test_broadcast_sends_the_template_to_its_audience_once(settings, mixed_audience, queues, sender, graph):
@@ -533,7 +540,15 @@ def test_proof_errors_name_the_field(settings, mixed_audience, queues):
 # ---------------------------------------------------------------- statuses and the ledger
 
 
-def log_entry(job_id: str, n: int, status: str, *, billable: bool | None = None, category: str | None = None):
+def log_entry(
+    job_id: str,
+    n: int,
+    status: str,
+    *,
+    billable: bool | None = None,
+    category: str | None = None,
+    pricing_type: str | None = None,
+):
     now = utcnow()
     NotificationLog(
         job_id,
@@ -545,6 +560,7 @@ def log_entry(job_id: str, n: int, status: str, *, billable: bool | None = None,
         attempts=1,
         billable=billable,
         pricing_category=category,
+        pricing_type=pricing_type,
         created_at=now.isoformat(),
         updated_at=now.isoformat(),
         expires_at=now + timedelta(days=3),
@@ -620,3 +636,24 @@ def test_sample_api_events_parse(settings):
         model.model_validate_json(json.loads((EVENTS / name).read_text())["body"])
     query = json.loads((EVENTS / "broadcast_estimate.json").read_text())["queryStringParameters"]
     assert broadcasts.EstimateQuery.model_validate(query).template == "trip_reminder"
+
+
+def test_the_ledger_bills_what_meta_prices_as_regular_whatever_billable_says(
+    settings, mixed_audience, queues
+):
+    """Meta's pricing ``type`` decides: regular is billed, free_customer_service and free_entry_point are not
+    (even inside or outside the 24-hour window, and even if an older ``billable`` says otherwise); an entry
+    without a type falls back to ``billable``; each entry counts once."""
+    job_id = broadcasts.submit(TRIP, request(idempotency_key="types"), settings, queues)["broadcast_id"]
+    log_entry(job_id, 0, "read", billable=True, category="marketing", pricing_type="regular")
+    log_entry(job_id, 1, "delivered", billable=True, category="utility", pricing_type="free_customer_service")
+    log_entry(job_id, 2, "delivered", billable=False, category="marketing", pricing_type="free_entry_point")
+    log_entry(job_id, 3, "delivered", billable=True, category="marketing")  # no type: billable decides
+    log_entry(job_id, 4, "delivered", billable=False, category="utility", pricing_type="regular")
+    (b,) = ledger.trip_ledger(TRIP, settings)["broadcasts"]
+    assert b["outcome"]["billed"] == {
+        "marketing": {"messages": 2, "rupiah": 70},
+        "utility": {"messages": 1, "rupiah": 35},
+    }
+    assert b["outcome"]["free"] == {"free_customer_service": 1, "free_entry_point": 1}
+    assert b["outcome"]["billed_messages"] == 3

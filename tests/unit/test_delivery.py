@@ -63,7 +63,14 @@ def log_of(job_id: str) -> dict[str, NotificationLog]:
 
 @pytest.fixture
 def sender(settings, whatsapp_client, no_sleep):
-    return Sender(settings, RecordingQueues(), whatsapp_client, TokenBucket(10_000), sleep=no_sleep)
+    return Sender(
+        settings,
+        RecordingQueues(),
+        whatsapp_client,
+        TokenBucket(10_000),
+        sleep=no_sleep,
+        clock=no_sleep.clock,
+    )
 
 
 def test_sends_text_and_logs_one_sent_entry_per_recipient(sender, graph):
@@ -133,6 +140,30 @@ def test_closed_window_is_skipped_unless_trip_uses_a_template(sender, graph):
             }
         ],
     }
+
+
+def test_a_user_known_only_by_user_id_goes_to_recipient_and_131062_fails_with_a_clear_reason(sender, graph):
+    """Username users may have no phone: the message goes to ``recipient`` (the business-scoped user id; in
+    ``to`` Meta would accept it and drop the message), and a message type Meta cannot send to a user id
+    (131062) fails at once with a reason an operator can read."""
+    Trip("jpn25", title="Jastip Jepang", owner_phone="+6281234567890").save()
+    people = []
+    for n, bsuid in enumerate(("ID.111", "ID.222")):
+        pid = f"p_bsuid{n}"
+        Participant("jpn25", pid, wa_key=f"bsuid:{bsuid}", user_id=bsuid).save()
+        Contact(f"bsuid:{bsuid}", participant_id=pid, user_id=bsuid, last_inbound_at=utcnow()).save()
+        people.append(Recipient(id=pid, user_id=bsuid))
+    graph.fail("ID.222", (400, 131062))
+    sender.send_chunk(product_job(people), Deadline(None))
+    assert [r["json"].get("to") for r in graph.requests] == [None, None]
+    assert sorted(graph.sent_to()) == ["ID.111", "ID.222"]  # once each: no retry
+    log = log_of("job_1")
+    assert log["p_bsuid0"].status == "sent"
+    assert (log["p_bsuid1"].status, log["p_bsuid1"].reason, log["p_bsuid1"].error_code) == (
+        "failed",
+        "user_id_not_supported",
+        131062,
+    )
 
 
 def test_invalid_number_fails_without_retry(sender, graph):
@@ -262,7 +293,14 @@ def test_a_timed_out_send_whose_status_arrives_in_the_backoff_is_not_sent_again(
             )
         )
 
-    sender = Sender(settings, RecordingQueues(), graph_client(graph), TokenBucket(1000), sleep=status_arrives)
+    sender = Sender(
+        settings,
+        RecordingQueues(),
+        graph_client(graph),
+        TokenBucket(1000),
+        sleep=status_arrives,
+        clock=no_sleep.clock,
+    )
     job = Job(
         job_id="job_t",
         kind=JobKind.PRODUCT_UPDATE,

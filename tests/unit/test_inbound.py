@@ -100,6 +100,65 @@ def test_stop_then_rejoin(handler):
     assert again.status == "active" and again.unsubscribed_at is None and again.joined_at == joined_at
 
 
+def _user_id_changed(handler: CommandHandler, old: str, new: str, phone: str | None = None) -> None:
+    message = InboundMessage.model_validate(
+        {
+            "id": f"wamid.sys-{new}",
+            "from": phone,
+            "from_user_id": old,
+            "timestamp": str(int(utcnow().timestamp())),
+            "type": "system",
+            "system": {"body": "User changed their user id", "type": "user_changed_user_id", "user_id": new},
+        }
+    )
+    assert handler.handle_message(message, []) is None  # nothing to answer
+
+
+def test_a_user_whose_user_id_changes_keeps_their_trips_window_and_counts(handler):
+    """A username user (no phone) joins two trips and STOPs one; Meta then reports their business-scoped user
+    id changed. Their memberships, window and marketing choice follow them to the new id; the trips' audience
+    counts still count them once; messages from the new id act on the same memberships. Repeating the change
+    (a redelivered webhook) changes nothing more."""
+    from jastipin import audience_counts
+    from jastipin.audience import broadcast_filter, count
+
+    for trip in ("jpn25", "kor26"):
+        audience_counts.rebuild(trip)  # counted from the start (a new trip is)
+    say(handler, "JOIN jpn25", phone=None, user_id="ID.old")
+    say(handler, "JOIN kor26", phone=None, user_id="ID.old", msg_id="wamid.in2")
+    say(handler, "STOP kor26", phone=None, user_id="ID.old", msg_id="wamid.in3")
+    Contact("bsuid:ID.old").update(actions=[Contact.marketing_opt_out.set(True)])
+    handler._queues.jobs.clear()
+    everyone = broadcast_filter(30, marketing=False)
+    before = {t: audience_counts.estimate(Trip.get(t), everyone) for t in ("jpn25", "kor26")}
+    assert before == {"jpn25": 1, "kor26": 0}
+
+    for _ in range(2):
+        _user_id_changed(handler, "ID.old", "ID.new")
+    assert handler._queues.jobs == []
+    assert {(m.trip_id, m.user_id, m.wa_key, m.status) for m in Participant.scan()} == {
+        ("jpn25", "ID.new", "bsuid:ID.new", "active"),
+        ("kor26", "ID.new", "bsuid:ID.new", "unsubscribed"),
+    }
+    assert [c.wa_key for c in Contact.scan()] == ["bsuid:ID.new"]
+    contact = Contact.get("bsuid:ID.new")
+    assert contact.marketing_opt_out and contact.last_trip_id == "kor26" and contact.last_inbound_at
+    for trip in ("jpn25", "kor26"):
+        assert audience_counts.estimate(Trip.get(trip), everyone) == before[trip] == count(trip, everyone)
+
+    assert "Jastip Jepang" in say(handler, "INFO jpn25", phone=None, user_id="ID.new", msg_id="wamid.in4")
+    say(handler, "STOP jpn25", phone=None, user_id="ID.new", msg_id="wamid.in5")
+    assert {m.status for m in Participant.scan()} == {"unsubscribed"}  # the same membership, not a new one
+
+
+def test_with_a_phone_known_a_user_id_change_only_updates_the_stored_id(handler):
+    say(handler, "JOIN jpn25", user_id="ID.old")
+    _user_id_changed(handler, "ID.old", "ID.new", phone=PHONE)
+    (membership,) = Participant.scan()
+    assert (membership.wa_key, membership.user_id) == ("+" + PHONE, "ID.new")
+    assert Contact.get("+" + PHONE).user_id == "ID.new"
+
+
 def test_phone_in_two_trips_acts_on_most_recent_unless_slug_given(handler):
     say(handler, "JOIN jpn25")
     say(handler, "JOIN kor26", msg_id="wamid.in2")

@@ -294,7 +294,9 @@ def test_the_sender_counts_per_queue_and_type_times_sends_and_logs_no_pii(
     capture = LogCapture()
     logging.getLogger("jastipin").addHandler(capture)
     try:
-        sender = Sender(settings, None, whatsapp_client, TokenBucket(10_000), sleep=no_sleep)  # type: ignore[arg-type]
+        sender = Sender(
+            settings, None, whatsapp_client, TokenBucket(10_000), sleep=no_sleep, clock=no_sleep.clock
+        )  # type: ignore[arg-type]
         chunk = Job(
             job_id="job_9",
             kind=JobKind.PRODUCT_UPDATE,

@@ -818,3 +818,23 @@ def test_accepted_fault_reports_failed_status(receiver: Receiver) -> None:
 def test_status_callbacks_need_a_webhook_url() -> None:
     with pytest.raises(ValueError):
         WhatsAppSandbox(access_token=TOKEN, phone_number_id=PHONE_ID, status_callbacks=True)
+
+
+def test_refused_and_stalled_sends_are_recorded_with_their_time(
+    sandbox: WhatsAppSandbox, client: httpx.Client
+) -> None:
+    """What a fault refused is on record (a retry's timing is judged against it); accepted sends are not."""
+    sandbox.add_fault({"to": TO, "times": 1, "http_status": 400, "code": 131056})
+    sandbox.add_fault({"to": TO, "times": 1, "timeout": True, "latency_ms": 50})
+    before = time.time()
+    assert post_message(client, text_body()).status_code == 400
+    with pytest.raises(httpx.RemoteProtocolError):
+        post_message(client, text_body(), timeout=2)
+    assert post_message(client, text_body()).status_code == 200
+    refused = sandbox.refused()
+    assert [(r["to"], r["code"], r["timeout"]) for r in refused] == [(TO, 131056, False), (TO, None, True)]
+    assert before <= refused[0]["received_at"] <= refused[1]["received_at"] <= time.time()
+    assert client.get("/_sandbox/refused", params={"to": "+" + TO}).json()["refused"] == refused
+    assert sandbox.refused(to="6280000000000") == []
+    sandbox.clear()
+    assert sandbox.refused() == []

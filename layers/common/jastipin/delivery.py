@@ -2,17 +2,22 @@
 the rate limit with bounded concurrency, retry what is transient, and log exactly one outcome per recipient.
 
 Retries: a recipient that fails transiently (429, 5xx, timeout, pair limit) is retried up to
-``MAX_ATTEMPTS`` times with exponential backoff from 2 s — inside the invocation while time allows, else by
-re-queueing a job that carries only the pending recipients. Recipients already in a final state (read from
+``MAX_ATTEMPTS`` times with exponential backoff from 2 s, counted from its own failure (its retry goes ahead
+of the chunk's first sends still waiting) — inside the invocation while time allows, else by re-queueing a job
+that carries only the pending recipients. Recipients already in a final state (read from
 the log at the start) are never sent again when SQS redelivers a message.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -73,6 +78,18 @@ class Outcome:
 
 
 @dataclass
+class _Sending:
+    """What one invocation's sending of a chunk came to (``Sender._send_all``)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)  # every attempt's, retried ones (QUEUED) included
+    not_started: list[Recipient] = field(default_factory=list)  # no send slot in time (or halted)
+    later: list[tuple[Recipient, float]] = field(default_factory=list)  # (retry, seconds to wait) not fitting
+    retried: int = 0
+    halted: bool = False  # the token was rejected
+    stopped: bool = False  # something failed: start nothing more
+
+
+@dataclass
 class ChunkResult:
     outcomes: list[Outcome] = field(default_factory=list)
     requeued: list[Recipient] = field(default_factory=list)
@@ -117,10 +134,10 @@ class MembershipWatch:
         self._read_at = clock()  # _decide has just read them
         self._lock = threading.Lock()
 
-    def next_round(self, recipient_ids: Iterable[str]) -> None:
-        """The recipients a retry round sends to again (each is checked once per round)."""
+    def expect(self, recipient_ids: Iterable[str]) -> None:
+        """Recipients to be sent to again (a retry): they are checked again before that send."""
         with self._lock:
-            self._unsent = set(recipient_ids)
+            self._unsent.update(recipient_ids)
 
     def left(self, participant_id: str) -> bool:
         """Whether this recipient has left the trip (as of at most a second ago); called once per send."""
@@ -195,35 +212,20 @@ class Sender:
             if job.kind in KINDS_NEEDING_MEMBERSHIP
             else None
         )
-        while pending:
-            if watch is not None:
-                watch.next_round(r.id for r in pending)
-            outcomes, not_started, halted = self._send_round(
-                job, pending, attempts, window_open, deadline, watch
-            )
-            result.outcomes += [o for o in outcomes if o.status is not LogStatus.QUEUED]
-            if halted:
-                self._count(job, result)
-                raise SendingHalted("WhatsApp rejected the access token; sending stopped")
-            retry = [o for o in outcomes if o.status is LogStatus.QUEUED]
-            wait = max((backoff_seconds(o.attempts) for o in retry), default=0.0)
-            if retry:
-                metrics.add_metric(name="NotificationRetried", unit=MetricUnit.Count, value=len(retry))
-                breakdown.count(job, "NotificationRetried", len(retry))
-            pending = [o.recipient for o in retry]
-            if not_started or (pending and not deadline.allows(wait + self.settings.wa_timeout_seconds)):
-                # Out of time: hand the rest to a new message (not counted as an attempt for not_started).
-                result.requeued = pending + not_started
-                self._requeue(job, result.requeued, delay=int(wait))
-                break
-            if pending:
-                self._sleep(wait)
-                # A send that timed out may have reached Meta: its status (echoing our log key) had the
-                # backoff to arrive. Those recipients are not sent to again.
-                out = self._already_out(job, pending)
-                if out:
-                    logger.info("timed-out sends that reached Meta", extra={"recipients": len(out)})
-                    pending = [r for r in pending if r.id not in out]
+        sending = self._send_all(job, pending, attempts, window_open, deadline, watch)
+        result.outcomes += [o for o in sending.outcomes if o.status is not LogStatus.QUEUED]
+        if sending.halted:
+            self._count(job, result)
+            raise SendingHalted("WhatsApp rejected the access token; sending stopped")
+        if sending.retried:
+            metrics.add_metric(name="NotificationRetried", unit=MetricUnit.Count, value=sending.retried)
+            breakdown.count(job, "NotificationRetried", sending.retried)
+        if sending.not_started or sending.later:
+            # Out of time: hand the rest to a new message (not counted as an attempt for not_started); a
+            # retry that did not fit waits out the rest of its backoff as the message's delay.
+            result.requeued = sending.not_started + [r for r, _ in sending.later]
+            delay = max((seconds for _, seconds in sending.later), default=0.0)
+            self._requeue(job, result.requeued, delay=math.ceil(delay))
         self._count(job, result)
         return result
 
@@ -300,7 +302,7 @@ class Sender:
     def _needs_open_window(job: Job) -> bool:
         return job.message is not None and not job.always_in_window and job.kind is not JobKind.BROADCAST
 
-    def _send_round(
+    def _send_all(
         self,
         job: Job,
         recipients: list[Recipient],
@@ -308,18 +310,19 @@ class Sender:
         window_open: set[str],
         deadline: Deadline,
         watch: MembershipWatch | None = None,
-    ) -> tuple[list[Outcome], list[Recipient], bool]:
-        """Send to each recipient once (concurrently, under the rate limit), unless they left the trip."""
-        halted = False
-        stopped = False  # a log write (or the rate limiter) failed: start no more sends
-        not_started: list[Recipient] = []
-
+    ) -> _Sending:
+        """Send to each recipient (concurrently, under the rate limit) unless they left the trip. A recipient
+        that fails transiently is sent again ``backoff_seconds(attempt)`` after that failure (2 s, then 4 s),
+        ahead of the first sends still waiting, so that a retry is neither early nor late by the length of
+        the chunk; a retry that would not fit in the invocation is handed back (``later``)."""
+        state = _Sending()
         latest_start = deadline.latest_start(self.settings.wa_timeout_seconds)
+        concurrency = self.settings.send_concurrency
         # No more than LOG_FLUSH_SIZE + send_concurrency sends are ever unlogged (made or in flight): a send
         # takes a slot, the log write of its outcome frees it. A crash, or a log that cannot be written, then
         # re-sends at most that many when SQS redelivers the chunk (README, Reliability); without the slots,
         # sends ran on for as long as a slow or failing write took (the SDK retries one for seconds).
-        unlogged_slots = threading.Semaphore(LOG_FLUSH_SIZE + self.settings.send_concurrency)
+        unlogged_slots = threading.Semaphore(LOG_FLUSH_SIZE + concurrency)
 
         def send_one(r: Recipient) -> Outcome | None:
             # Wait for a slot no later than a send may start: past that the recipient is left for the next
@@ -333,9 +336,8 @@ class Sender:
             return outcome
 
         def try_send(r: Recipient) -> Outcome | None:
-            nonlocal halted
-            if halted or stopped or not self.limiter.acquire(latest_start) or halted or stopped:
-                return None  # halted or stopped, or no send slot before the invocation must stop
+            if state.halted or state.stopped:
+                return None  # (its send slot, taken by the loop below, goes unused)
             if watch is not None and watch.left(r.id):  # after the wait for a send slot: STOP holds at once
                 return Outcome(r, LogStatus.SKIPPED, attempts.get(r.id, 0), reason="unsubscribed")
             attempt = attempts.get(r.id, 0) + 1
@@ -344,7 +346,7 @@ class Sender:
                 with breakdown.timed(job):  # WhatsAppSendLatency, per queue and message type
                     wamid = self._deliver(job, r, r.id in window_open)
             except AuthError as exc:
-                halted = True
+                state.halted = True
                 metrics.add_metric(name="WhatsAppAuthError", unit=MetricUnit.Count, value=1)
                 logger.error("WhatsApp token rejected: sending halted", extra={"code": exc.code})
                 return Outcome(r, LogStatus.QUEUED, attempt - 1, reason=exc.reason, error_code=exc.code)
@@ -352,42 +354,120 @@ class Sender:
                 return self._failure(r, attempt, exc)
             return Outcome(r, LogStatus.SENT, attempt, provider_msg_id=wamid)
 
-        # Outcomes are logged as they complete, up to LOG_FLUSH_SIZE per BatchWriteItem and at least every
-        # LOG_FLUSH_SECONDS: a crash re-sends at most the sends since the last flush, and status callbacks
-        # rarely beat the log entry.
-        outcomes: list[Outcome] = []
+        first = deque(recipients)  # first sends, in order
+        ready: deque[Recipient] = deque()  # retries that are due: they go before the first sends
+        retries: list[tuple[float, int, Recipient]] = []  # (due on self._clock, order, recipient)
+        order = itertools.count()
+        in_flight: dict[Future[Outcome | None], Recipient] = {}
+        # Outcomes are logged as they complete, up to LOG_FLUSH_SIZE per flush and at least every
+        # LOG_FLUSH_SECONDS: a crash re-sends at most the sends since the last flush.
         unlogged: list[Outcome] = []
         oldest = 0.0
-        self.limiter.expect(len(recipients))
-        futures = {self._pool.submit(send_one, r): r for r in recipients}
-        try:
-            for future in as_completed(futures):
+
+        def flush() -> None:
+            # One entry per recipient: should a retry's outcome share a flush with the failure before it,
+            # the later attempt is written (two writes of one entry side by side could land either way).
+            self._write_log(job, list({o.recipient.id: o for o in unlogged}.values()))
+            unlogged_slots.release(len(unlogged))
+            unlogged.clear()
+
+        def take_due(until: float) -> None:
+            due: list[Recipient] = []
+            while retries and retries[0][0] <= until:
+                due.append(heapq.heappop(retries)[2])
+            if due:
+                # A send that timed out may have reached Meta: its status (echoing our log key) had the
+                # backoff to arrive. Those recipients are not sent to again.
+                out = self._already_out(job, due)
+                if out:
+                    logger.info("timed-out sends that reached Meta", extra={"recipients": len(out)})
+                ready.extend(r for r in due if r.id not in out)
+
+        def harvest(timeout: float) -> None:
+            """Take in the sends that completed (waiting up to ``timeout`` for one); schedule retries."""
+            nonlocal oldest
+            done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                r = in_flight.pop(future)
                 outcome = future.result()
                 if outcome is None:
-                    not_started.append(futures[future])
+                    state.not_started.append(r)
                     continue
-                outcomes.append(outcome)
+                state.outcomes.append(outcome)
                 if not unlogged:
                     oldest = time.monotonic()
                 unlogged.append(outcome)
-                if len(unlogged) >= LOG_FLUSH_SIZE or time.monotonic() - oldest >= LOG_FLUSH_SECONDS:
-                    self._write_log(job, unlogged)
-                    unlogged_slots.release(len(unlogged))
-                    unlogged = []
+                if outcome.status is LogStatus.QUEUED and not state.halted:
+                    state.retried += 1
+                    backoff = backoff_seconds(outcome.attempts)
+                    if out_of_slots or not deadline.allows(backoff + self.settings.wa_timeout_seconds):
+                        state.later.append((r, backoff))
+                    else:
+                        heapq.heappush(retries, (self._clock() + backoff, next(order), r))
+                        if watch is not None:
+                            watch.expect([r.id])
+            if unlogged and (
+                len(unlogged) >= LOG_FLUSH_SIZE or time.monotonic() - oldest >= LOG_FLUSH_SECONDS
+            ):
+                flush()
+
+        # The loop takes each send slot from the rate limiter itself and only then picks what to send with
+        # it: a retry that is due by then goes first. (Workers that each waited for their own slot made a
+        # due retry queue behind every send already waiting: ~SEND_CONCURRENCY slots late.)
+        out_of_slots = False
+        self.limiter.expect(len(recipients))
+        try:
+            while True:
+                if state.halted:
+                    if not in_flight:
+                        break
+                    harvest(LOG_FLUSH_SECONDS)
+                    continue
+                take_due(self._clock())
+                if (ready or first) and len(in_flight) < concurrency:
+                    if not self.limiter.acquire(latest_start):  # no send slot before the invocation must stop
+                        out_of_slots = True
+                        state.not_started += [*ready, *first]
+                        ready.clear()
+                        first.clear()
+                        now = self._clock()
+                        state.later += [(r, max(0.0, due - now)) for due, _, r in retries]
+                        retries.clear()
+                        continue
+                    take_due(self._clock())
+                    r = ready.popleft() if ready else first.popleft()
+                    in_flight[self._pool.submit(send_one, r)] = r
+                    harvest(0)
+                    continue
+                if in_flight:
+                    timeout = LOG_FLUSH_SECONDS
+                    if retries:
+                        timeout = min(timeout, max(0.0, retries[0][0] - self._clock()))
+                    harvest(timeout)
+                    continue
+                if not retries:
+                    break
+                if unlogged:
+                    flush()  # nothing in flight: log what is done before waiting for the next retry
+                until = retries[0][0]
+                self._sleep(max(0.0, until - self._clock()))
+                take_due(until)
         except BaseException:
             # The message goes back to SQS: start nothing more (each further send would be made again on the
             # redelivery, unlogged), and let the sends in flight end before the invocation does.
-            stopped = True
-            for future in futures:
+            state.stopped = True
+            for future in in_flight:
                 future.cancel()
-            unlogged_slots.release(len(futures))  # wakes the sends waiting for a slot: they stop
-            wait(futures)
+            unlogged_slots.release(len(in_flight))  # wakes the sends waiting for a slot: they stop
+            wait(in_flight)
             raise
         finally:
             self.limiter.release()
+        if state.halted:  # not sent: the whole message comes back (SendingHalted)
+            state.not_started += [*ready, *first, *(r for _, _, r in retries)]
         if unlogged:
-            self._write_log(job, unlogged)
-        return outcomes, not_started, halted
+            flush()
+        return state
 
     def _deliver(self, job: Job, r: Recipient, window_open: bool) -> str:
         to = Address(phone=r.phone, user_id=r.user_id)

@@ -117,6 +117,71 @@ def touch_contact(identity: Identity, name: str | None, at: datetime) -> tuple[C
     return contact, False
 
 
+USER_ID_CHANGES = frozenset({"user_changed_user_id", "user_id_update"})  # Meta's system message type
+
+
+def change_user_id(old: Identity, new_user_id: str) -> int:
+    """A user's business-scoped user id changed (a ``system`` message): they keep their trips, their
+    24-hour window and their marketing choice. With a phone known the phone stays the key and only the
+    stored user id changes; a user known only by the id is moved to the new one: each membership is written
+    under the new participant id and the old one removed (counts synced for both), the contact likewise.
+    Safe to repeat after a crash: what was moved already is found under the new id. Returns the memberships
+    moved (or updated)."""
+    if old.user_id == new_user_id:
+        return 0
+    new = Identity(phone=old.phone, user_id=new_user_id)
+    if old.phone:  # the key stays: record the new id where it is kept
+        memberships = list(Participant.by_participant.query(old.participant_id))
+        for m in memberships:
+            Participant(m.trip_id, m.participant_id).update(actions=[Participant.user_id.set(new_user_id)])
+        with contextlib.suppress(UpdateError):
+            Contact(old.wa_key).update(
+                actions=[Contact.user_id.set(new_user_id)], condition=Contact.wa_key.exists()
+            )
+        logger.info("user id changed", extra={"participant_id": old.participant_id, "moved": 0})
+        return len(memberships)
+    moved = list(Participant.by_participant.query(old.participant_id))
+    for m in moved:
+        Participant(
+            m.trip_id,
+            new.participant_id,
+            wa_key=new.wa_key,
+            phone=None,
+            user_id=new_user_id,
+            name=m.name,
+            status=m.status,
+            joined_at=m.joined_at,
+            unsubscribed_at=m.unsubscribed_at,
+            last_active_at=m.last_active_at,
+        ).save()
+    try:
+        before = Contact.get(old.wa_key, consistent_read=True)
+    except DoesNotExist:
+        before = None
+    if before is not None:
+        Contact(
+            new.wa_key,
+            participant_id=new.participant_id,
+            user_id=new_user_id,
+            name=before.name,
+            last_inbound_at=before.last_inbound_at,
+            last_trip_id=before.last_trip_id,
+            marketing_opt_out=before.marketing_opt_out,
+        ).save()
+    trips = {m.trip_id for m in moved} | {
+        m.trip_id for m in Participant.by_participant.query(new.participant_id)
+    }
+    for m in moved:
+        Participant(m.trip_id, m.participant_id).delete()
+    if before is not None:
+        before.delete()
+    for trip_id in sorted(trips):  # the new membership counted, the old one no more
+        audience_counts.sync_member(trip_id, new.participant_id)
+        audience_counts.sync_member(trip_id, old.participant_id)
+    logger.info("user id changed", extra={"participant_id": new.participant_id, "moved": len(moved)})
+    return len(moved)
+
+
 class CommandHandler:
     def __init__(self, queues: JobQueues) -> None:
         self._queues = queues
@@ -126,6 +191,14 @@ class CommandHandler:
         identity = identify(message, contacts)
         if identity is None:
             logger.warning("inbound message without a usable sender", extra={"message_type": message.type})
+            return None
+        if message.type == "system":  # from WhatsApp, not the user: no window opens, nothing to answer
+            if message.system and message.system.type in USER_ID_CHANGES and message.system.user_id:
+                change_user_id(identity, message.system.user_id)
+            else:
+                logger.info(
+                    "system message ignored", extra={"change": message.system and message.system.type}
+                )
             return None
         name = next((c.profile.name for c in contacts if c.profile and c.profile.name), None)
         contact, new_hour = touch_contact(identity, name, _message_time(message))

@@ -5,8 +5,12 @@
   and read from the table (``tables.trip_log``: a broadcast's chunks by Query on the job, the odd reply by
   BatchGetItem; no Scan). Counting per status at write time was not chosen: it would put back one write per
   delivered/read status, the very write the keys-only index removed.
-  Each entry's status counts (sent / delivered / read / failed / skipped); an entry Meta marked
-  ``pricing.billable`` counts as billed in its ``pricing.category``, priced with the configured rates.
+  Each entry's status counts (sent / delivered / read / failed / skipped). Whether Meta bills a message is
+  Meta's to say, per message, in its statuses' ``pricing`` object: ``type`` ``regular`` is billed, any other
+  type (``free_customer_service``, ``free_entry_point``, whatever Meta adds) is not and is counted by type
+  under ``free``; a status without ``type`` falls back to ``billable``. Nothing here decides from the
+  24-hour window (Meta changed what is free in 2025 and again in October 2026). A billed entry counts once in
+  its ``pricing.category``, priced with the configured rates, however many statuses repeated the pricing.
 - The log expires (``LOG_TTL_DAYS``, 3 days). So each ledger read copies what the log says about a broadcast
   into the broadcast's record (``observed``), unless the record already holds a view of more log entries
   (a log that is already expiring never overwrites a fuller one). After the log is gone the ledger shows
@@ -38,7 +42,8 @@ class Tally:
     entries: int = 0
     first_logged_at: str = ""
     statuses: Counter[str] = field(default_factory=Counter)
-    billed: Counter[str] = field(default_factory=Counter)
+    billed: Counter[str] = field(default_factory=Counter)  # by pricing category
+    free: Counter[str] = field(default_factory=Counter)  # by pricing type
 
     def add(self, entry: NotificationLog) -> None:
         self.message_type = self.message_type or entry.message_type
@@ -46,15 +51,32 @@ class Tally:
         if not self.first_logged_at or entry.created_at < self.first_logged_at:
             self.first_logged_at = entry.created_at
         self.statuses[entry.status] += 1
-        if entry.billable:
+        billed = is_billed(entry.pricing_type, entry.billable)
+        if billed:
             self.billed[entry.pricing_category or UNKNOWN_CATEGORY] += 1
+        elif billed is False and entry.pricing_type:
+            self.free[entry.pricing_type] += 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        observed: dict[str, Any] = {
             "entries": self.entries,
             "statuses": {s.value: self.statuses.get(s.value, 0) for s in LogStatus},
             "billed": dict(sorted(self.billed.items())),
         }
+        if self.free:
+            observed["free"] = dict(sorted(self.free.items()))
+        return observed
+
+
+BILLED_TYPE = "regular"
+
+
+def is_billed(pricing_type: str | None, billable: bool | None) -> bool | None:
+    """Whether Meta bills a message, from its statuses' pricing (None: no pricing seen yet). ``type`` decides
+    when Meta sent one (``regular`` is billed); ``billable`` (older statuses) otherwise."""
+    if pricing_type:
+        return pricing_type == BILLED_TYPE
+    return billable
 
 
 def log_tallies(trip_id: str) -> dict[str, Tally]:
@@ -78,6 +100,7 @@ def _outcome(observed: dict[str, Any], settings: Settings, source: str, as_of: s
         # "sent" in the everyday sense: accepted by WhatsApp, whatever happened next
         "sent": sum(statuses.get(s, 0) for s in ("sent", "delivered", "read")),
         "billed": billed,
+        "free": observed.get("free", {}),  # messages Meta delivered without a charge, by pricing type
         "billed_messages": sum(observed["billed"].values()),
         "billed_rupiah": sum(b["rupiah"] for b in billed.values()),
     }

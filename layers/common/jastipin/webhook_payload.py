@@ -28,6 +28,16 @@ class Text(_Loose):
     body: str = ""
 
 
+class SystemChange(_Loose):
+    """A ``system`` message: the user changed their number (``user_changed_number``, new ``wa_id``) or
+    their business-scoped user id changed (``user_changed_user_id``, new ``user_id``)."""
+
+    type: str | None = None
+    body: str | None = None
+    wa_id: str | None = None
+    user_id: str | None = None
+
+
 class InboundMessage(_Loose):
     id: str = Field(min_length=1, max_length=256)
     from_: str | None = Field(default=None, alias="from")
@@ -35,6 +45,7 @@ class InboundMessage(_Loose):
     timestamp: str | None = None
     type: str = "unknown"
     text: Text | None = None
+    system: SystemChange | None = None
 
     @property
     def text_body(self) -> str | None:

@@ -21,6 +21,8 @@ RETRYABLE_CODES = RATE_LIMIT_CODES | frozenset({1, 2, 131000, 131016, 133004})  
 WINDOW_CLOSED_CODE = 131047  # re-engagement: more than 24 h since the user's last message
 MARKETING_OPT_OUT_CODE = 131050  # user stopped marketing messages
 INVALID_RECIPIENT_CODES = frozenset({131026, 131030, 131045, 100})
+USER_ID_NOT_SUPPORTED_CODE = 131062  # this message cannot go to a business-scoped user id (no phone known)
+CLEAR_REASONS = {USER_ID_NOT_SUPPORTED_CODE: "user_id_not_supported"}  # the log's reason, instead of the code
 
 
 class WhatsAppError(Exception):
@@ -36,6 +38,8 @@ class WhatsAppError(Exception):
     @property
     def reason(self) -> str:
         """Short, PII-free text for the notifications log."""
+        if self.code in CLEAR_REASONS:
+            return CLEAR_REASONS[self.code]
         if self.code is not None:
             return f"whatsapp_error_{self.code}"
         return f"http_{self.http_status}" if self.http_status else "network_error"
