@@ -19,6 +19,11 @@ from localrun.lambdas import FunctionError, FunctionPool
 from localrun.stack import Queue
 
 LONG_POLL_SECONDS = 5  # Lambda long-polls for 20 s; shorter here so that Ctrl-C stops promptly
+# A FIFO queue is short-polled (every FIFO_POLL_SECONDS while empty): moto's long poll decides once, when it
+# starts, which message groups are busy, so a poller waiting in it could not take a group's next message
+# for the rest of its wait once the one in flight was done (and it holds the receive lock meanwhile): a
+# broadcast's chunks, one group, went out one per 5 s. Lambda's own FIFO mapping has no such gap.
+FIFO_POLL_SECONDS = 0.2
 
 
 class EventSourceMapping:
@@ -106,13 +111,16 @@ class EventSourceMapping:
                 with self._receive_lock:  # moto can hand one message to two concurrent receives; SQS does not
                     response = self._receive(messages)
             except Exception as exc:
-                self._complain("a receive failed", exc)
+                if not self._stop.is_set():  # (stopping: the servers may be gone already; nothing to say)
+                    self._complain("a receive failed", exc)
                 if not messages:
                     time.sleep(0.5)
                 return messages
             received = response.get("Messages", [])
             messages += received
             if not messages:
+                if self.queue.url.endswith(".fifo"):
+                    self._stop.wait(FIFO_POLL_SECONDS)  # short polling (above), outside the receive lock
                 return []
             if not received or time.monotonic() - started >= self.batching_window:
                 break
@@ -121,10 +129,11 @@ class EventSourceMapping:
         return messages
 
     def _receive(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        fifo = self.queue.url.endswith(".fifo")
         return self._sqs.receive_message(
             QueueUrl=self.queue.url,
             MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
-            WaitTimeSeconds=0 if messages else LONG_POLL_SECONDS,
+            WaitTimeSeconds=0 if messages or fifo else LONG_POLL_SECONDS,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )

@@ -66,6 +66,8 @@ def _process(job: Job, lambda_context: LambdaContext | None) -> None:
             "recipients": len(job.participants or []),
             "outcomes": len(result.outcomes),
             "requeued": len(result.requeued),
+            # send slots this instance reserved and could not use in time, since it started
+            "slots_dropped": getattr(sender.limiter, "dropped", 0),
         },
     )
 

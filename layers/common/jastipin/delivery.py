@@ -13,13 +13,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -77,6 +79,15 @@ class Outcome:
     error_code: int | None = None
 
 
+class _Late:
+    """What a send returns instead of an outcome when it would have left too late for its slot."""
+
+
+LATE: Any = _Late()
+ALREADY_OUT: Any = _Late()  # a retry not made: the timed-out send reached Meta (its status came)
+WORKER_EXIT: Any = _Late()  # a send worker of Sender._send_all has stopped
+
+
 @dataclass
 class _Sending:
     """What one invocation's sending of a chunk came to (``Sender._send_all``)."""
@@ -87,6 +98,7 @@ class _Sending:
     retried: int = 0
     halted: bool = False  # the token was rejected
     stopped: bool = False  # something failed: start nothing more
+    out_of_slots: bool = False  # no send slot before the invocation must stop
 
 
 @dataclass
@@ -314,7 +326,11 @@ class Sender:
         """Send to each recipient (concurrently, under the rate limit) unless they left the trip. A recipient
         that fails transiently is sent again ``backoff_seconds(attempt)`` after that failure (2 s, then 4 s),
         ahead of the first sends still waiting, so that a retry is neither early nor late by the length of
-        the chunk; a retry that would not fit in the invocation is handed back (``later``)."""
+        the chunk; a retry that would not fit in the invocation is handed back (``later``).
+
+        ``send_concurrency`` workers each claim a piece of work, wait for their own send slot, and only then
+        take what to send with it: a retry that is due by then goes first. Outcomes come back to this thread,
+        which logs them and schedules the retries."""
         state = _Sending()
         latest_start = deadline.latest_start(self.settings.wa_timeout_seconds)
         concurrency = self.settings.send_concurrency
@@ -323,23 +339,116 @@ class Sender:
         # re-sends at most that many when SQS redelivers the chunk (README, Reliability); without the slots,
         # sends ran on for as long as a slow or failing write took (the SDK retries one for seconds).
         unlogged_slots = threading.Semaphore(LOG_FLUSH_SIZE + concurrency)
+        take_slot = getattr(self.limiter, "acquire_slot", None)
+        late_seconds = getattr(self.limiter, "late_seconds", None)
 
-        def send_one(r: Recipient) -> Outcome | None:
+        work = threading.Condition()
+        first = deque(recipients)  # first sends, in order
+        retries: list[tuple[float, int, Recipient]] = []  # (due on self._clock, order, recipient)
+        order = itertools.count()
+        claimed = 0  # workers waiting for a send slot, each for one piece of work
+        busy = 0  # workers between their claim and handing the outcome over
+        outstanding = 0  # sends handed over whose outcome the loop below has not taken in yet
+        results: queue.SimpleQueue[tuple[Recipient | None, Any]] = queue.SimpleQueue()
+
+        def available(now: float) -> int:
+            return len(first) + sum(1 for when, _, _ in retries if when <= now) - claimed
+
+        def take(now: float) -> tuple[Recipient | None, bool]:
+            if retries and retries[0][0] <= now:
+                return heapq.heappop(retries)[2], True
+            return (first.popleft() if first else None), False
+
+        sleeping = False  # a worker is waiting out a retry's backoff
+
+        def worker() -> None:
+            try:
+                work_on()
+            finally:
+                results.put((None, WORKER_EXIT))  # after every outcome this worker handed over
+
+        def work_on() -> None:
+            nonlocal claimed, busy, outstanding, sleeping
+            while True:
+                with work:
+                    while True:
+                        if state.halted or state.stopped or state.out_of_slots:
+                            return
+                        now = self._clock()
+                        if sleeping:  # another worker waits out a backoff: nothing else is to be done
+                            work.wait(LOG_FLUSH_SECONDS)
+                            continue
+                        if available(now) > 0:
+                            claimed += 1
+                            busy += 1
+                            break
+                        idle = busy == 0 and outstanding == 0  # nothing in flight can bring work
+                        if idle and not first and not retries:
+                            work.notify_all()
+                            return  # nothing left
+                        if idle and retries and not sleeping:
+                            # Only a retry's backoff is left to wait out: one worker sleeps it (the
+                            # Sender's sleep: a test's clock moves by it), the others wait to be woken.
+                            sleeping = True
+                            work.release()
+                            try:
+                                self._sleep(max(0.0, retries[0][0] - now))
+                            finally:
+                                work.acquire()
+                                sleeping = False
+                                work.notify_all()
+                            continue
+                        timeout = LOG_FLUSH_SECONDS
+                        if retries:
+                            timeout = min(timeout, max(0.0, retries[0][0] - now))
+                        work.wait(timeout)
+                try:
+                    slot: float | None = None
+                    if take_slot is not None:
+                        slot = take_slot(latest_start)
+                        got = slot is not None
+                    else:
+                        got = self.limiter.acquire(latest_start)
+                    with work:
+                        claimed -= 1
+                        if not got:  # no send slot before the invocation must stop
+                            state.out_of_slots = True
+                            return
+                        r, is_retry = take(self._clock())
+                        if r is None:  # taken by another worker meanwhile: this slot goes unused
+                            continue
+                        outstanding += 1
+                    if is_retry and self._already_out(job, [r]):
+                        # A send that timed out but reached Meta: its status came in the backoff.
+                        results.put((r, ALREADY_OUT))
+                        continue
+                    results.put((r, send_one(r, slot)))
+                except BaseException as exc:  # handed to the loop below, which stops everything
+                    results.put((None, exc))
+                    return
+                finally:
+                    with work:
+                        busy -= 1
+                        work.notify_all()
+
+        def send_one(r: Recipient, slot: float | None) -> Outcome | None:
             # Wait for a slot no later than a send may start: past that the recipient is left for the next
             # invocation (requeued), as when the rate limiter has no slot in time.
             wait_s = None if latest_start is None else max(0.0, latest_start - time.time())
             if not unlogged_slots.acquire(timeout=wait_s):
                 return None
-            outcome = try_send(r)
-            if outcome is None:
+            outcome = try_send(r, slot)
+            if outcome is None or outcome is LATE:
                 unlogged_slots.release()  # nothing was sent: nothing to log
             return outcome
 
-        def try_send(r: Recipient) -> Outcome | None:
+        def try_send(r: Recipient, slot: float | None) -> Outcome | None:
             if state.halted or state.stopped:
-                return None  # (its send slot, taken by the loop below, goes unused)
+                return None
             if watch is not None and watch.left(r.id):  # after the wait for a send slot: STOP holds at once
                 return Outcome(r, LogStatus.SKIPPED, attempts.get(r.id, 0), reason="unsubscribed")
+            if slot is not None and late_seconds is not None and time.time() - slot > late_seconds:
+                return LATE  # leaving this late, beside on-time sends, could crowd a second: another slot
             attempt = attempts.get(r.id, 0) + 1
             attempts[r.id] = attempt
             try:
@@ -354,11 +463,6 @@ class Sender:
                 return self._failure(r, attempt, exc)
             return Outcome(r, LogStatus.SENT, attempt, provider_msg_id=wamid)
 
-        first = deque(recipients)  # first sends, in order
-        ready: deque[Recipient] = deque()  # retries that are due: they go before the first sends
-        retries: list[tuple[float, int, Recipient]] = []  # (due on self._clock, order, recipient)
-        order = itertools.count()
-        in_flight: dict[Future[Outcome | None], Recipient] = {}
         # Outcomes are logged as they complete, up to LOG_FLUSH_SIZE per flush and at least every
         # LOG_FLUSH_SECONDS: a crash re-sends at most the sends since the last flush.
         unlogged: list[Outcome] = []
@@ -371,100 +475,70 @@ class Sender:
             unlogged_slots.release(len(unlogged))
             unlogged.clear()
 
-        def take_due(until: float) -> None:
-            due: list[Recipient] = []
-            while retries and retries[0][0] <= until:
-                due.append(heapq.heappop(retries)[2])
-            if due:
-                # A send that timed out may have reached Meta: its status (echoing our log key) had the
-                # backoff to arrive. Those recipients are not sent to again.
-                out = self._already_out(job, due)
-                if out:
-                    logger.info("timed-out sends that reached Meta", extra={"recipients": len(out)})
-                ready.extend(r for r in due if r.id not in out)
+        def schedule_retry(r: Recipient, backoff: float) -> None:
+            """Due ``backoff`` seconds from now; a send that timed out may have reached Meta, so its status
+            (echoing our log key) has the backoff to arrive and is looked for first (``_already_out``)."""
+            heapq.heappush(retries, (self._clock() + backoff, next(order), r))
+            if watch is not None:
+                watch.expect([r.id])
 
-        def harvest(timeout: float) -> None:
-            """Take in the sends that completed (waiting up to ``timeout`` for one); schedule retries."""
-            nonlocal oldest
-            done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                r = in_flight.pop(future)
-                outcome = future.result()
-                if outcome is None:
-                    state.not_started.append(r)
-                    continue
-                state.outcomes.append(outcome)
-                if not unlogged:
-                    oldest = time.monotonic()
-                unlogged.append(outcome)
-                if outcome.status is LogStatus.QUEUED and not state.halted:
-                    state.retried += 1
-                    backoff = backoff_seconds(outcome.attempts)
-                    if out_of_slots or not deadline.allows(backoff + self.settings.wa_timeout_seconds):
-                        state.later.append((r, backoff))
-                    else:
-                        heapq.heappush(retries, (self._clock() + backoff, next(order), r))
-                        if watch is not None:
-                            watch.expect([r.id])
-            if unlogged and (
-                len(unlogged) >= LOG_FLUSH_SIZE or time.monotonic() - oldest >= LOG_FLUSH_SECONDS
-            ):
-                flush()
-
-        # The loop takes each send slot from the rate limiter itself and only then picks what to send with
-        # it: a retry that is due by then goes first. (Workers that each waited for their own slot made a
-        # due retry queue behind every send already waiting: ~SEND_CONCURRENCY slots late.)
-        out_of_slots = False
         self.limiter.expect(len(recipients))
+        workers = [self._pool.submit(worker) for _ in range(concurrency)]
+        exited = 0
         try:
-            while True:
-                if state.halted:
-                    if not in_flight:
-                        break
-                    harvest(LOG_FLUSH_SECONDS)
-                    continue
-                take_due(self._clock())
-                if (ready or first) and len(in_flight) < concurrency:
-                    if not self.limiter.acquire(latest_start):  # no send slot before the invocation must stop
-                        out_of_slots = True
-                        state.not_started += [*ready, *first]
-                        ready.clear()
-                        first.clear()
-                        now = self._clock()
-                        state.later += [(r, max(0.0, due - now)) for due, _, r in retries]
-                        retries.clear()
-                        continue
-                    take_due(self._clock())
-                    r = ready.popleft() if ready else first.popleft()
-                    in_flight[self._pool.submit(send_one, r)] = r
-                    harvest(0)
-                    continue
-                if in_flight:
-                    timeout = LOG_FLUSH_SECONDS
-                    if retries:
-                        timeout = min(timeout, max(0.0, retries[0][0] - self._clock()))
-                    harvest(timeout)
-                    continue
-                if not retries:
-                    break
-                if unlogged:
-                    flush()  # nothing in flight: log what is done before waiting for the next retry
-                until = retries[0][0]
-                self._sleep(max(0.0, until - self._clock()))
-                take_due(until)
+            while exited < concurrency:
+                try:
+                    r, outcome = results.get(timeout=LOG_FLUSH_SECONDS)
+                except queue.Empty:
+                    r, outcome = None, None
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                if outcome is WORKER_EXIT:
+                    exited += 1
+                if r is not None:
+                    with work:
+                        if outcome is None:
+                            state.not_started.append(r)
+                        elif outcome is LATE:
+                            self.limiter.missed()
+                            first.appendleft(r)  # first in line for the next slot; not an attempt
+                        elif outcome is ALREADY_OUT:
+                            logger.info("timed-out send that reached Meta", extra={"recipients": 1})
+                        else:
+                            state.outcomes.append(outcome)
+                            if not unlogged:
+                                oldest = time.monotonic()
+                            unlogged.append(outcome)
+                            if outcome.status is LogStatus.QUEUED and not state.halted:
+                                state.retried += 1
+                                backoff = backoff_seconds(outcome.attempts)
+                                if deadline.allows(backoff + self.settings.wa_timeout_seconds):
+                                    schedule_retry(r, backoff)
+                                else:
+                                    state.later.append((r, backoff))
+                        outstanding -= 1
+                        work.notify_all()
+                if unlogged and (
+                    len(unlogged) >= LOG_FLUSH_SIZE or time.monotonic() - oldest >= LOG_FLUSH_SECONDS
+                ):
+                    flush()
         except BaseException:
             # The message goes back to SQS: start nothing more (each further send would be made again on the
             # redelivery, unlogged), and let the sends in flight end before the invocation does.
-            state.stopped = True
-            for future in in_flight:
-                future.cancel()
-            unlogged_slots.release(len(in_flight))  # wakes the sends waiting for a slot: they stop
-            wait(in_flight)
+            with work:
+                state.stopped = True
+                work.notify_all()
+            unlogged_slots.release(concurrency)  # wakes the sends waiting for a slot: they stop
+            wait(workers)
             raise
         finally:
             self.limiter.release()
+        now = self._clock()
         if state.halted:  # not sent: the whole message comes back (SendingHalted)
-            state.not_started += [*ready, *first, *(r for _, _, r in retries)]
+            state.not_started += [*first, *(r for _, _, r in sorted(retries))]
+        else:  # out of send slots: the rest goes to a new message, retries after the rest of their backoff
+            state.not_started += list(first)
+            state.later += [(r, max(0.0, due - now)) for due, _, r in sorted(retries)]
         if unlogged:
             flush()
         return state

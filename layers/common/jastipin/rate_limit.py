@@ -53,10 +53,14 @@ class GlobalRateLimiter:
         self.rate = rate_per_second
         self._spacing_us = max(1, round(MICROS / (rate_per_second * (1 - margin))))
         self._block = max(1, min(max_block, int(rate_per_second * block_seconds)))
-        # `rate` consecutive slots span 1/(1 - margin) > 1 + margin seconds, so a send up to `margin` seconds
-        # after its slot still cannot crowd a 1-second window. Half of that is allowed between the slot and
-        # the request leaving; the other half is for the request's way to Meta. A later slot is dropped.
-        self._stale_us = max(self._spacing_us, int(margin / 2 * MICROS))
+        # `rate` + 1 consecutive slots span rate / (rate (1 - margin)) = 1 / (1 - margin) > 1 + margin
+        # seconds, so a send up to `margin` seconds after its slot still cannot crowd a 1-second window. Half
+        # of that is allowed between the slot and the request leaving (``late_seconds``: the sender checks it
+        # again right before the request); the other half is for the request's way to Meta. A later slot is
+        # dropped. (This was at least one slot's spacing, 104 ms at 10/s: a send that late beside on-time
+        # ones put 11 sends in a second.)
+        self._stale_us = int(margin / 2 * MICROS)
+        self.late_seconds = self._stale_us / MICROS
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._slots: deque[int] = deque()  # reserved slot times (µs since epoch), ascending
@@ -69,6 +73,11 @@ class GlobalRateLimiter:
     # -- public ------------------------------------------------------------------------------------------
     def acquire(self, deadline: float | None = None) -> bool:
         """Block until this caller's send slot; False (and no slot used) if the slot is after ``deadline``."""
+        return self.acquire_slot(deadline) is not None
+
+    def acquire_slot(self, deadline: float | None = None) -> float | None:
+        """``acquire``, returning the slot's time (epoch seconds; None: no slot before ``deadline``). The
+        send must leave within ``late_seconds`` of it."""
         while True:
             with self._lock:
                 # A reserved slot left unused until its time has passed is dropped, not used late: a late
@@ -79,14 +88,14 @@ class GlobalRateLimiter:
                 slot = self._slots.popleft()
                 if deadline is not None and slot / MICROS > deadline:
                     self._slots.appendleft(slot)  # keep it for a caller with more time
-                    return False
+                    return None
                 self._expected = max(0, self._expected - 1)
             wait = slot / MICROS - self._clock()
             if wait > 0:
                 self._sleep(wait)
             # Woken too late (a busy machine): the same rule applies to the slot we slept for.
             if int(self._clock() * MICROS) - slot <= self._stale_us:
-                return True
+                return slot / MICROS
             with self._lock:
                 self.dropped += 1
                 self._expected += 1
@@ -101,6 +110,13 @@ class GlobalRateLimiter:
         """The caller is about to make ``count`` sends: reserve no more slots than that."""
         with self._lock:
             self._expected = count
+
+    def missed(self) -> None:
+        """A slot handed out was not used in time (the send would have left late): counted as dropped, and
+        the send it was for needs another."""
+        with self._lock:
+            self.dropped += 1
+            self._expected += 1
 
     def release(self) -> None:
         """Give unused reserved slots back, if nobody reserved after us (best effort)."""
