@@ -100,3 +100,45 @@ def test_username_user_without_phone_can_join_and_is_answered_by_user_id(runtime
     (reply,) = wait_messages(runtime, 1)
     assert reply["body"]["recipient"] == "ID.7788" and "to" not in reply["body"]
     assert reply["body"]["text"]["body"].startswith("Terima kasih sudah join!")
+
+
+def test_a_user_whose_user_id_changes_gets_the_next_product_at_the_new_id(runtime):
+    """Meta reports that a username user's business-scoped user id changed (a ``system`` message): nothing
+    is answered, and the next product update of the trip they joined goes to the new id, once."""
+    sandbox = runtime.sandbox
+    sandbox.clear()
+    create_trip(runtime, "moved")
+    assert sandbox.send_inbound(from_phone=None, user_id="ID.9001", text="JOIN moved") == 200
+    wait_messages(runtime, 1)  # the JOIN's reply
+    change = {
+        "type": "system",
+        "system": {
+            "body": "User changed their user id",
+            "type": "user_changed_user_id",
+            "user_id": "ID.9002",
+        },
+    }
+    assert sandbox.send_inbound(from_phone=None, user_id="ID.9001", message=change) == 200
+    ddb = runtime.client("dynamodb")
+    deadline = time.monotonic() + 30
+    while True:  # the inbound function moves the membership
+        members = ddb.query(
+            TableName=runtime.table_name("ParticipantsTable"),
+            KeyConditionExpression="trip_id = :t",
+            ExpressionAttributeValues={":t": {"S": "moved"}},
+            ConsistentRead=True,
+        )["Items"]
+        if [m.get("user_id", {}).get("S") for m in members] == ["ID.9002"]:
+            break
+        assert time.monotonic() < deadline, members
+        time.sleep(0.2)
+    job = upload_product(runtime, "moved")
+    (entry,) = wait_for_log(runtime, job, 1)
+    product = [
+        m
+        for m in wait_messages(runtime, 2)
+        if str(m["body"].get("biz_opaque_callback_data", "")).startswith(job)
+    ]
+    assert [m["body"]["recipient"] for m in product] == ["ID.9002"], product
+    assert entry["status"]["S"] == "sent"
+    assert len(sandbox.messages()) == 2  # the JOIN's reply and the product: the change was not answered

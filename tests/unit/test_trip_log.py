@@ -1,5 +1,6 @@
-"""The log entries of a trip (``jastipin.tables.trip_log``): the keys-only ``by_trip_keys`` index gives the
-order, the table the entries, a broadcast's chunk by one Query on its job, scattered keys by BatchGetItem."""
+"""The log entries of a trip (``jastipin.notification_log.trip_log``): the keys-only ``by_trip_keys`` index
+gives the order, the table the entries, a broadcast's chunk by one Query on its job, scattered keys by
+BatchGetItem."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jastipin.admin import recent_outcomes
-from jastipin.tables import NotificationLog, trip_log
+from jastipin.notification_log import trip_log
+from jastipin.tables import NotificationLog
 
 START = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)
 BIG_JOB, BIG = "bc_big", 250  # a broadcast: many entries under one job

@@ -489,11 +489,13 @@ def recent_outcomes(
     status: str | None = None,
     time_left: TimeLeft = unlimited,
 ) -> TripOutcomes:
-    """The trip's newest log entries, optionally of one status only (``tables.trip_log``, newest first).
+    """The trip's newest log entries, optionally of one status only (``notification_log.trip_log``, newest
+    first).
 
     Without a status the newest ``limit`` keys are fetched by BatchGetItem; with one, the walk may cover the
     trip's whole log (few entries fail), so a broadcast's entries are read by Query on the job instead."""
-    from jastipin.tables import LogStatus, trip_log
+    from jastipin.notification_log import trip_log
+    from jastipin.tables import LogStatus
 
     trip_id = normalise_trip_id(trip_id)
     if status is not None and status not in {s.value for s in LogStatus}:

@@ -2,9 +2,9 @@
 
 - Estimated: the broadcast records (``Broadcast``, kept for good).
 - Sent and billed: the notifications log, the trip's entries listed by its keys-only ``by_trip_keys`` index
-  and read from the table (``tables.trip_log``: a broadcast's chunks by Query on the job, the odd reply by
-  BatchGetItem; no Scan). Counting per status at write time was not chosen: it would put back one write per
-  delivered/read status, the very write the keys-only index removed.
+  and read from the table (``notification_log.trip_log``: a broadcast's chunks by Query on the job, the odd
+  reply by BatchGetItem; no Scan). Counting per status at write time was not chosen: it would put back one
+  write per delivered/read status, the very write the keys-only index removed.
   Each entry's status counts (sent / delivered / read / failed / skipped). Whether Meta bills a message is
   Meta's to say, per message, in its statuses' ``pricing`` object: ``type`` ``regular`` is billed, any other
   type (``free_customer_service``, ``free_entry_point``, whatever Meta adds) is not and is counted by type
@@ -26,8 +26,9 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 
 from jastipin import broadcasts
+from jastipin.notification_log import trip_log
 from jastipin.settings import Settings
-from jastipin.tables import Broadcast, LogStatus, NotificationLog, trip_log, utcnow
+from jastipin.tables import Broadcast, LogStatus, NotificationLog, utcnow
 from jastipin.templates import rate_rupiah, rates
 from jastipin.trips import get_trip
 

@@ -7,18 +7,16 @@ Access patterns (all GetItem/Query/BatchGet, no Scan on a hot path):
 - a person by phone or business-scoped user id: ``Contact.get(wa_key)``
 - 3 latest products: ``Product.query(trip_id, scan_index_forward=False, limit=3)``
 - log entry by provider message id: ``NotificationLog.by_provider_msg_id.query(wamid)``
-- log entries of a job: ``NotificationLog.query(job_id)``; of a trip, in time order: ``trip_log(trip)`` (the
-  keys-only ``by_trip_keys`` index gives the keys, the table the entries)
+- log entries of a job: ``NotificationLog.query(job_id)``; of a trip, in time order:
+  ``notification_log.trip_log(trip)`` (the keys-only ``by_trip_keys`` index gives the keys, the table the
+  entries)
 - broadcasts of a trip (the ledger): ``Broadcast.query(trip_id)``
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from itertools import islice
 
 from pynamodb.attributes import (
     BooleanAttribute,
@@ -161,7 +159,8 @@ class ByProviderMsgId(GlobalSecondaryIndex["NotificationLog"]):
 
 class ByTripKeys(GlobalSecondaryIndex["NotificationLog"]):
     # Keys only (job_id, participant_id, trip_id, created_at), none of which a status update changes: the
-    # delivered/read updates write the table alone. Readers get the entries from the table (``trip_log``).
+    # delivered/read updates write the table alone. Readers get the entries from the table
+    # (``notification_log.trip_log``).
     class Meta:
         index_name = "by_trip_keys"
         projection = KeysOnlyProjection()
@@ -195,53 +194,6 @@ class NotificationLog(Model):
 
     by_provider_msg_id = ByProviderMsgId()
     by_trip_keys = ByTripKeys()
-
-
-BATCH_GET_KEYS = 100  # DynamoDB's BatchGetItem maximum
-WHOLE_JOB_KEYS = 25  # a job with this many keys among a batch of 100 is read whole, by Query
-
-
-def trip_log(
-    trip_id: str, *, newest_first: bool = False, page_size: int | None = None, whole_jobs: bool = True
-) -> Iterator[NotificationLog]:
-    """The log entries of a trip in ``created_at`` order, as the ``by_trip_keys`` index lists them.
-
-    The index holds keys only, so the entries come from the table, a batch of up to 100 keys at a time: a job
-    with many keys in the batch (a fan-out chunk) is read whole by a paged Query on its partition, billed by
-    size (~24 entries of ~335 bytes per read unit, against 2 per unit by BatchGetItem), and its next keys are
-    then served from memory; the other keys by one BatchGetItem. ``whole_jobs=False`` uses BatchGetItem only
-    (a short look at the newest few entries, where reading a whole broadcast would be waste). An entry deleted
-    in between (TTL) is left out."""
-    keys = NotificationLog.by_trip_keys.query(
-        trip_id, scan_index_forward=not newest_first, page_size=page_size
-    )
-    batch_size = min(BATCH_GET_KEYS, page_size or BATCH_GET_KEYS)
-    whole: dict[str, dict[str, NotificationLog]] = {}  # job id -> its entries not yet handed out
-    for batch in _batches(keys, batch_size):
-        if whole_jobs:
-            per_job = Counter(k.job_id for k in batch if k.job_id not in whole)
-            for job_id, n in per_job.items():
-                if n >= WHOLE_JOB_KEYS:
-                    whole[job_id] = {e.participant_id: e for e in NotificationLog.query(job_id)}
-        # Keys of the other jobs, and of whole jobs' entries written after their Query.
-        missing = [
-            (k.job_id, k.participant_id) for k in batch if k.participant_id not in whole.get(k.job_id, {})
-        ]
-        fetched = (
-            {(e.job_id, e.participant_id): e for e in NotificationLog.batch_get(missing)} if missing else {}
-        )
-        for k in batch:
-            entry = whole.get(k.job_id, {}).pop(k.participant_id, None)
-            if entry is None:
-                entry = fetched.get((k.job_id, k.participant_id))
-            if entry is not None and entry.trip_id == trip_id:
-                yield entry
-
-
-def _batches(items: Iterable[NotificationLog], size: int) -> Iterator[list[NotificationLog]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 class BroadcastStatus(StrEnum):
