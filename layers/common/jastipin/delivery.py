@@ -58,6 +58,9 @@ metrics = Metrics()
 
 MAX_ATTEMPTS = 3  # spec: attempts 3
 BACKOFF_BASE_SECONDS = 2.0  # spec: exponential from 2000 ms
+# A send that got no answer (timeout, dropped connection) may have reached Meta; its status, which echoes our
+# log key, comes through the webhook and the inbound queue. It is sent again only if no status came by then.
+AMBIGUOUS_WAIT_SECONDS = 5.0
 WINDOW = timedelta(hours=24)
 SAFETY_MARGIN_SECONDS = 5.0  # stop sending this long before the Lambda timeout
 LOG_FLUSH_SIZE = 25  # outcomes per BatchWriteItem (DynamoDB's maximum)
@@ -77,6 +80,7 @@ class Outcome:
     provider_msg_id: str | None = None
     reason: str | None = None
     error_code: int | None = None
+    ambiguous: bool = False  # a failed send that may have reached Meta (no answer came)
 
 
 class _Late:
@@ -512,6 +516,8 @@ class Sender:
                             if outcome.status is LogStatus.QUEUED and not state.halted:
                                 state.retried += 1
                                 backoff = backoff_seconds(outcome.attempts)
+                                if outcome.ambiguous:  # its status has this long to show it went out
+                                    backoff = max(backoff, AMBIGUOUS_WAIT_SECONDS)
                                 if deadline.allows(backoff + self.settings.wa_timeout_seconds):
                                     schedule_retry(r, backoff)
                                 else:
@@ -569,7 +575,9 @@ class Sender:
         if isinstance(exc, RateLimited):
             metrics.add_metric(name="WhatsAppRateLimited", unit=MetricUnit.Count, value=1)
         if exc.retryable and attempt < MAX_ATTEMPTS:
-            return Outcome(r, LogStatus.QUEUED, attempt, reason=exc.reason, error_code=exc.code)
+            return Outcome(
+                r, LogStatus.QUEUED, attempt, reason=exc.reason, error_code=exc.code, ambiguous=exc.ambiguous
+            )
         if isinstance(exc, MarketingOptOut):
             mark_marketing_opt_out(r)
         reason = "window_closed" if isinstance(exc, WindowClosed) else exc.reason

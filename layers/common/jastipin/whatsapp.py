@@ -29,6 +29,7 @@ class WhatsAppError(Exception):
     """Base class: ``code`` is the Graph error code (or None), ``http_status`` the HTTP status (0: none)."""
 
     retryable = False
+    ambiguous = False  # the message may have gone out all the same (no answer came)
 
     def __init__(self, message: str, *, code: int | None = None, http_status: int = 0) -> None:
         super().__init__(message)
@@ -51,6 +52,12 @@ class RetryableError(WhatsAppError):
 
 class RateLimited(RetryableError):
     pass
+
+
+class Unanswered(RetryableError):
+    """No answer (a timeout or a dropped connection): Meta may have taken the message all the same."""
+
+    ambiguous = True
 
 
 class PermanentError(WhatsAppError):
@@ -205,9 +212,9 @@ class WhatsAppClient:
         try:
             response = self._http.post(self._path, json=payload)
         except httpx.TimeoutException as exc:
-            raise RetryableError(f"timeout: {type(exc).__name__}") from None
+            raise Unanswered(f"timeout: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
-            raise RetryableError(f"transport: {type(exc).__name__}") from None
+            raise Unanswered(f"transport: {type(exc).__name__}") from None
         try:
             body = response.json()
         except ValueError:
