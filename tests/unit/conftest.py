@@ -97,6 +97,38 @@ def whatsapp_client(graph: FakeGraph):
     client.close()
 
 
+class RecordingQueues:
+    """The job queues, recording what is sent (job, dedup suffix, delay) instead of sending it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, str, int]] = []
+
+    def send(self, job: Any, *, dedup_suffix: str = "", delay_seconds: int = 0) -> None:
+        self.sent.append((job, dedup_suffix, delay_seconds))
+
+    def send_many(self, jobs, *, dedup_suffixes=None, delay_seconds: int = 0) -> int:
+        for job, suffix in zip(jobs, dedup_suffixes or [""] * len(jobs), strict=False):
+            self.sent.append((job, suffix, delay_seconds))
+        return 1
+
+
+@pytest.fixture
+def sender(settings, whatsapp_client, no_sleep):
+    """A Sender on the scripted WhatsApp client, recording queues, a local token bucket and a test clock that
+    moves only by the sleeps it is asked for."""
+    from jastipin.delivery import Sender
+    from jastipin.rate_limit import TokenBucket
+
+    return Sender(
+        settings,
+        RecordingQueues(),
+        whatsapp_client,
+        TokenBucket(10_000),
+        sleep=no_sleep,
+        clock=no_sleep.clock,
+    )
+
+
 @pytest.fixture
 def no_sleep() -> Callable[[float], None]:
     """A sleep that records what it was asked to wait and moves ``sleep.clock`` (a monotonic clock that

@@ -26,7 +26,7 @@ from jastipin.webhook_payload import StatusUpdate
 from localrun.cfn_yaml import load_template
 from localrun.stack import LocalStack
 from tests.conftest import EVENTS, REGION, ROOT
-from tests.unit.test_delivery import RecordingQueues
+from tests.unit.conftest import RecordingQueues
 
 TRIP = "jpn25"
 OWNER = "+6281234567890"
@@ -355,18 +355,6 @@ def test_broadcast_body_validation_names_the_field(body, field):
 
 
 # ---------------------------------------------------------------- sending a broadcast
-
-
-@pytest.fixture
-def sender(settings, whatsapp_client, no_sleep):
-    return Sender(
-        settings,
-        RecordingQueues(),
-        whatsapp_client,
-        TokenBucket(10_000),
-        sleep=no_sleep,
-        clock=no_sleep.clock,
-    )
 
 
 def test_broadcast_sends_the_template_to_its_audience_once(settings, mixed_audience, queues, sender, graph):

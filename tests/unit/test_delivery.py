@@ -11,20 +11,7 @@ from jastipin.delivery import Deadline, Sender, SendingHalted
 from jastipin.jobs import Job, JobKind, Recipient
 from jastipin.rate_limit import TokenBucket
 from jastipin.tables import Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
-from tests.unit.conftest import graph_client
-
-
-class RecordingQueues:
-    def __init__(self) -> None:
-        self.sent: list[tuple[Job, str, int]] = []
-
-    def send(self, job: Job, *, dedup_suffix: str = "", delay_seconds: int = 0) -> None:
-        self.sent.append((job, dedup_suffix, delay_seconds))
-
-    def send_many(self, jobs, *, dedup_suffixes=None, delay_seconds: int = 0) -> int:
-        for job, suffix in zip(jobs, dedup_suffixes or [""] * len(jobs), strict=False):
-            self.sent.append((job, suffix, delay_seconds))
-        return 1
+from tests.unit.conftest import RecordingQueues, graph_client
 
 
 def phone(n: int) -> str:
@@ -59,18 +46,6 @@ def product_job(recipients: list[Recipient] | None, job_id: str = "job_1") -> Jo
 
 def log_of(job_id: str) -> dict[str, NotificationLog]:
     return {e.participant_id: e for e in NotificationLog.query(job_id)}
-
-
-@pytest.fixture
-def sender(settings, whatsapp_client, no_sleep):
-    return Sender(
-        settings,
-        RecordingQueues(),
-        whatsapp_client,
-        TokenBucket(10_000),
-        sleep=no_sleep,
-        clock=no_sleep.clock,
-    )
 
 
 def test_sends_text_and_logs_one_sent_entry_per_recipient(sender, graph):

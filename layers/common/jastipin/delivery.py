@@ -83,13 +83,13 @@ class Outcome:
     ambiguous: bool = False  # a failed send that may have reached Meta (no answer came)
 
 
-class _Late:
-    """What a send returns instead of an outcome when it would have left too late for its slot."""
+class _Marker:
+    """What ``Sender._send_all``'s workers hand over in place of an outcome."""
 
 
-LATE: Any = _Late()
-ALREADY_OUT: Any = _Late()  # a retry not made: the timed-out send reached Meta (its status came)
-WORKER_EXIT: Any = _Late()  # a send worker of Sender._send_all has stopped
+LATE: Any = _Marker()  # the send would have left too late for its slot: it takes another
+ALREADY_OUT: Any = _Marker()  # a retry not made: the timed-out send reached Meta (its status came)
+WORKER_EXIT: Any = _Marker()  # a send worker has stopped
 
 
 @dataclass

@@ -312,14 +312,9 @@ def apply_status(status: StatusUpdate, log_ttl_days: float = 3) -> bool:
     """Apply one of Meta's statuses to the notifications log (``jastipin.notification_log``: kept even when
     it arrives before the sender's outcome); returns False when nothing changed (a duplicate or an older
     status). A status the log cannot place is kept until it expires, and counted."""
-    try:
-        new = LogStatus(status.status)
-    except ValueError:
+    if not status_worth_keeping(status):
         return False
-    if new is LogStatus.SENT:
-        # Only the sender gives an entry its wamid, and it records "sent" with it; Meta repeats the pricing
-        # with "delivered". Skipping it saves a write on every message (README, Cost).
-        return False
+    new = LogStatus(status.status)
     change = notification_log.StatusChange(
         wamid=status.id,
         status=new,
@@ -415,9 +410,10 @@ def read_queued(body: str) -> InboundWork | QueuedStatus:
 
 
 def status_worth_keeping(status: StatusUpdate) -> bool:
-    """Whether a status can change the log: ``delivered``, ``read`` and ``failed``. ``sent`` adds nothing (the
-    sender records it with the wamid, and Meta repeats its pricing with ``delivered``), nor does a status
-    name we do not know; neither is queued."""
+    """Whether a status can change the log: ``delivered``, ``read`` and ``failed``. ``sent`` adds nothing
+    (only the sender gives an entry its wamid, and records "sent" with it; Meta repeats the pricing with
+    ``delivered``): skipping it saves a queued message and a write on every message (README, Cost). Nor
+    does a status name we do not know. Neither is queued nor applied."""
     try:
         return LogStatus(status.status) is not LogStatus.SENT
     except ValueError:
