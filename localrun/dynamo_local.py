@@ -60,7 +60,9 @@ server.keepAliveTimeout = 0 // SDK clients keep their connections; an idle one i
 const calls = {}
 const faults = []
 const ERROR_PREFIX = 'com.amazonaws.dynamodb.v20120810#'
-const FAULT_KEYS = ['operation', 'table', 'error', 'type', 'status', 'message', 'times']
+const FAULT_KEYS = [
+  'operation', 'table', 'error', 'type', 'status', 'message', 'times', 'delay_ms', 'contains',
+]
 
 function answer (res, status, payload) {
   const body = payload === null ? '' : JSON.stringify(payload)
@@ -81,12 +83,19 @@ function checkFault (f) {
   if (unknown.length) throw new Error('unknown fault keys: ' + unknown.join(', '))
   if (typeof f.operation !== 'string' || !f.operation.includes('.'))
     throw new Error("fault 'operation' must be 'service.Operation', e.g. 'dynamodb.UpdateItem'")
-  if (typeof f.error !== 'string' || !f.error)
+  const delay = f.delay_ms == null ? null : f.delay_ms
+  if (delay !== null && (typeof delay !== 'number' || !(delay > 0 && delay <= 60000)))
+    throw new Error("fault 'delay_ms' must be a number of milliseconds above 0, at most 60000")
+  const error = f.error == null && delay !== null ? null : f.error
+  if (error !== null && (typeof error !== 'string' || !error))
     throw new Error("fault 'error' must be an error code, e.g. 'ProvisionedThroughputExceededException'")
   if (f.table != null && (typeof f.table !== 'string' || !f.table))
     throw new Error("fault 'table' must be a non-empty string or null")
-  const type = f.type || f.error
-  if (typeof type !== 'string') throw new Error("fault 'type' must be a string (the modeled error's name)")
+  if (f.contains != null && (typeof f.contains !== 'string' || !f.contains))
+    throw new Error("fault 'contains' must be a non-empty string or null")
+  const type = f.type || error
+  if (type !== null && typeof type !== 'string')
+    throw new Error("fault 'type' must be a string (the modeled error's name)")
   const status = f.status == null ? 400 : f.status
   if (!Number.isInteger(status) || status < 400 || status > 599)
     throw new Error("fault 'status' must be a 4xx or 5xx status")
@@ -95,8 +104,9 @@ function checkFault (f) {
     throw new Error("fault 'times' must be a positive integer or null (until cleared)")
   if (f.message != null && typeof f.message !== 'string') throw new Error("fault 'message' must be a string")
   return {
-    operation: f.operation, table: f.table == null ? null : f.table, error: f.error, type, status,
-    message: f.message != null ? f.message : f.error + ' (injected by the local runtime)', times, injected: 0,
+    operation: f.operation, table: f.table == null ? null : f.table, error, type, status,
+    message: f.message != null ? f.message : error + ' (injected by the local runtime)', times,
+    delay_ms: delay, contains: f.contains == null ? null : f.contains, injected: 0,
   }
 }
 
@@ -129,6 +139,7 @@ function injected (name, body) {
   for (const f of faults) {
     if (f.operation !== name || f.times === 0) continue
     if (f.table !== null && !names.some((t) => t.includes(f.table))) continue
+    if (f.contains !== null && !body.includes(f.contains)) continue
     if (f.times !== null) f.times -= 1
     f.injected += 1
     return f
@@ -158,10 +169,14 @@ server.on('request', (req, res) => {
   // A fault names this operation: read the request, and replay it to dynalite unless a fault takes it.
   readBody(req, (body) => {
     const fault = injected(name, body)
-    if (fault) return sendFault(res, fault)
-    const replay = Readable.from(body.length ? [body] : [])
-    Object.assign(replay, { headers: req.headers, method: req.method, url: req.url })
-    serve(replay, res)
+    const go = () => {
+      if (fault && fault.error !== null) return sendFault(res, fault)
+      const replay = Readable.from(body.length ? [body] : [])
+      Object.assign(replay, { headers: req.headers, method: req.method, url: req.url })
+      serve(replay, res)
+    }
+    if (fault && fault.delay_ms) return setTimeout(go, fault.delay_ms) // a slow call
+    go()
   })
 })
 
@@ -314,7 +329,7 @@ class AwsServers:
     def snapshot(self) -> Counter[str]:
         return self.moto.snapshot() + self.dynamodb.snapshot()
 
-    def add_fault(self, operation: str, error: str, **options: Any) -> dict[str, Any]:
+    def add_fault(self, operation: str, error: str | None, **options: Any) -> dict[str, Any]:
         server = self.dynamodb if operation.startswith("dynamodb.") else self.moto
         return server.add_fault(operation, error, **options)
 

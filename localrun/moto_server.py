@@ -16,9 +16,12 @@ a throttling or 5xx error (its retry mode decides how often). ``operation`` is n
 is a substring of the request's ``TableName``, of a table in its ``RequestItems``, or of its ``QueueUrl``.
 SQS keeps its query-protocol codes beside the JSON error's type: ``"error":
 "AWS.SimpleQueueService.NonExistentQueue", "type": "QueueDoesNotExist"`` gives that code and the modeled
-``QueueDoesNotExist`` exception (``type`` defaults to ``error``). ``GET`` lists the faults with the uses left
-and how often each fired; ``DELETE`` clears them. The first fault that matches a call (and has uses left)
-decides it."""
+``QueueDoesNotExist`` exception (``type`` defaults to ``error``). ``"delay_ms": 1500`` makes the matching
+calls slow, as AWS calls sometimes are: served 1.5 s late (``"error"`` null or left out) or failed that late.
+``"contains": "message_type"`` narrows a fault to the calls whose JSON body holds that string (e.g. the
+sender's outcome writes to the log, not the statuses' writes to the same table). ``GET`` lists the faults with
+the uses left and how often each fired; ``DELETE`` clears them. The first fault that matches a call (and has
+uses left) decides it."""
 
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from urllib.parse import unquote
 CALLS_PATH = "/_localrun/calls"
 FAULTS_PATH = "/_localrun/faults"
 _SPAWN = multiprocessing.get_context("spawn")
+_FAULT_KEYS = {"operation", "table", "error", "type", "status", "message", "times", "delay_ms", "contains"}
 # The error body's "__type" as each JSON-protocol service writes it (botocore keeps what follows the "#").
 _ERROR_TYPE_PREFIX = {"dynamodb": "com.amazonaws.dynamodb.v20120810#", "amazonsqs": "com.amazonaws.sqs#"}
 
@@ -50,18 +54,26 @@ def _check_fault(fault: Any) -> dict[str, Any]:
     """Validate a fault (see the module docstring) and return the copy that is stored."""
     if not isinstance(fault, dict):
         raise ValueError("a fault must be a JSON object")
-    unknown = set(fault) - {"operation", "table", "error", "type", "status", "message", "times"}
+    unknown = set(fault) - _FAULT_KEYS
     if unknown:
         raise ValueError(f"unknown fault keys: {', '.join(sorted(unknown))}")
     operation, error, table = fault.get("operation"), fault.get("error"), fault.get("table")
     if not isinstance(operation, str) or "." not in operation:
         raise ValueError("fault 'operation' must be 'service.Operation', e.g. 'dynamodb.UpdateItem'")
-    if not isinstance(error, str) or not error:
+    delay_ms = fault.get("delay_ms")
+    if delay_ms is not None and (
+        isinstance(delay_ms, bool) or not isinstance(delay_ms, int | float) or not 0 < delay_ms <= 60_000
+    ):
+        raise ValueError("fault 'delay_ms' must be a number of milliseconds above 0, at most 60000")
+    if (error is not None or delay_ms is None) and (not isinstance(error, str) or not error):
         raise ValueError("fault 'error' must be an error code, e.g. 'ProvisionedThroughputExceededException'")
     if table is not None and (not isinstance(table, str) or not table):
         raise ValueError("fault 'table' must be a non-empty string or null")
+    contains = fault.get("contains")
+    if contains is not None and (not isinstance(contains, str) or not contains):
+        raise ValueError("fault 'contains' must be a non-empty string or null")
     error_type = fault.get("type") or error
-    if not isinstance(error_type, str):
+    if error_type is not None and not isinstance(error_type, str):
         raise ValueError("fault 'type' must be a string (the modeled error's name)")
     status = fault.get("status", 400)
     if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
@@ -80,12 +92,14 @@ def _check_fault(fault: Any) -> dict[str, Any]:
         "status": status,
         "message": message if message is not None else f"{error} (injected by the local runtime)",
         "times": times,
+        "delay_ms": delay_ms,
+        "contains": contains,
         "injected": 0,
     }
 
 
-def _request_targets(environ: dict[str, Any]) -> list[str]:
-    """The table names and queue URL a JSON-protocol request names (its body is put back for moto)."""
+def _request_targets(environ: dict[str, Any]) -> tuple[list[str], bytes]:
+    """The table names and queue URL a JSON-protocol request names, and its body (put back for moto)."""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -95,13 +109,13 @@ def _request_targets(environ: dict[str, Any]) -> list[str]:
     try:
         request = json.loads(body or b"{}")
     except ValueError:
-        return []
+        return [], body
     if not isinstance(request, dict):
-        return []
+        return [], body
     targets = [str(request[key]) for key in ("TableName", "QueueUrl") if key in request]
     if isinstance(request.get("RequestItems"), dict):
         targets += [str(name) for name in request["RequestItems"]]
-    return targets
+    return targets, body
 
 
 def _error_response(service: str, fault: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -265,12 +279,14 @@ def _counting_app() -> Any:
         with lock:
             if not any(f["operation"] == name for f in faults):
                 return None
-        targets = _request_targets(environ)
+        targets, body = _request_targets(environ)
         with lock:
             for fault in faults:
                 if fault["operation"] != name or fault["times"] == 0:
                     continue
                 if fault["table"] is not None and not any(fault["table"] in t for t in targets):
+                    continue
+                if fault["contains"] is not None and fault["contains"].encode() not in body:
                     continue
                 if fault["times"] is not None:
                     fault["times"] -= 1
@@ -292,7 +308,9 @@ def _counting_app() -> Any:
             with lock:
                 calls[f"{service}.{operation}"] += 1
             fault = injected_fault(service, operation, environ) if faults else None
-            if fault is not None:
+            if fault is not None and fault["delay_ms"]:
+                time.sleep(fault["delay_ms"] / 1000)  # a slow call (the server is threaded)
+            if fault is not None and fault["error"] is not None:
                 status, headers, body = _error_response(service, fault)
                 start_response(status, [*headers, ("Content-Length", str(len(body)))])
                 return [body]
@@ -440,16 +458,20 @@ class ControlSurface:
     def add_fault(
         self,
         operation: str,
-        error: str,
+        error: str | None,
         *,
         table: str | None = None,
         error_type: str | None = None,
         status: int = 400,
         message: str | None = None,
         times: int | None = None,
+        delay_ms: float | None = None,
+        contains: str | None = None,
     ) -> dict[str, Any]:
-        """Fail the next ``times`` calls of ``operation`` (None: until cleared) with ``error``; ``table``, a
-        substring of the table name or queue URL, narrows it (see the module docstring). Returns the fault."""
+        """Fail the next ``times`` calls of ``operation`` (None: until cleared) with ``error``, or (``error``
+        None, ``delay_ms`` given) serve them ``delay_ms`` late; ``table``, a substring of the table name or
+        queue URL, narrows it, and so does ``contains``, a string the request's body must hold (see the module
+        docstring). Returns the fault."""
         fault: dict[str, Any] = {
             "operation": operation,
             "table": table,
@@ -457,6 +479,10 @@ class ControlSurface:
             "status": status,
             "times": times,
         }
+        if delay_ms is not None:
+            fault["delay_ms"] = delay_ms
+        if contains is not None:
+            fault["contains"] = contains
         if error_type is not None:
             fault["type"] = error_type
         if message is not None:

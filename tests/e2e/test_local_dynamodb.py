@@ -97,6 +97,30 @@ def test_a_dynamodb_fault_is_injected_by_dynalite(runtime: LocalRuntime) -> None
     assert runtime.moto.faults() == []
 
 
+def test_a_slow_call_fault_answers_late_and_right_on_either_server(runtime: LocalRuntime) -> None:
+    trips = runtime.table_name("TripsTable")
+    with pytest.raises(ValueError, match="'error' must be an error code"):
+        runtime.moto.add_fault("dynamodb.GetItem", None, table=trips)  # neither an error nor a delay
+    runtime.moto.add_fault("dynamodb.GetItem", "Boom", table=trips, contains="no-such-trip")  # not this call
+    runtime.moto.add_fault("dynamodb.GetItem", None, table=trips, delay_ms=400, times=1)  # dynalite
+    queue_url = runtime.queue_url("NotificationsQueue")
+    runtime.moto.add_fault("amazonsqs.GetQueueAttributes", None, table="Notifications", delay_ms=400, times=1)
+    try:
+        started = time.monotonic()
+        item = runtime.client("dynamodb").get_item(TableName=trips, Key={"trip_id": {"S": "dyn25"}})["Item"]
+        assert item["trip_id"]["S"] == "dyn25" and time.monotonic() - started >= 0.4
+        started = time.monotonic()
+        attributes = runtime.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])
+        assert "QueueArn" in attributes["Attributes"] and time.monotonic() - started >= 0.4
+        assert sorted((f["operation"], f["injected"], f["times"]) for f in runtime.moto.faults()) == [
+            ("amazonsqs.GetQueueAttributes", 1, 0),
+            ("dynamodb.GetItem", 0, None),
+            ("dynamodb.GetItem", 1, 0),
+        ]
+    finally:
+        runtime.moto.clear_faults()
+
+
 def test_a_small_trip_stays_fast_with_40000_participants_of_other_trips(runtime: LocalRuntime) -> None:
     sandbox = runtime.sandbox
     assert sandbox is not None

@@ -3,7 +3,11 @@ through the local runtime, with the sandbox posting each message's statuses on o
 from the moment it accepts the send (before the sender has even read the answer): all at once, 50 ms apart,
 reversed, duplicated, and 2 s late. Every log entry reaches the last status posted for it: read; the statuses
 that came before the sender's outcome were kept (the inbound function, which applies the statuses the
-webhook queued, says so in its log)."""
+webhook queued, says so in its log).
+
+The race is made certain, not left to the machine's timing: the sender's first outcome writes are slow
+(served 1.5 s late, as a busy table's writes are; the statuses' writes to the same table are not), so the
+statuses posted at once reach the log before the outcome of their send does."""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from tests.e2e.helpers import (
 )
 
 PARTICIPANTS = 1_000
+SLOW_OUTCOME_WRITE_MS = 1_500
+SLOW_OUTCOME_WRITES = 160  # ~30 s of slow writes (the sender writes 8 side by side), then full speed
 SCHEDULES = [
     [("sent", 0), ("delivered", 0), ("read", 0)],  # at once
     [("sent", 0), ("delivered", 50), ("read", 100)],  # Meta's usual spacing
@@ -51,8 +57,16 @@ def test_every_entry_reaches_the_last_status_posted_whatever_the_timing(
 ) -> None:
     create_trip(runtime, "race")
     seed_participants(runtime, "race", PARTICIPANTS)
+    runtime.moto.add_fault(
+        "dynamodb.UpdateItem",
+        None,
+        table="NotificationsLogTable",
+        contains="message_type",  # an outcome (a status does not write the message type)
+        delay_ms=SLOW_OUTCOME_WRITE_MS,
+        times=SLOW_OUTCOME_WRITES,
+    )
     job_id = upload_product(runtime, "race")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240
     statuses: Counter[str] = Counter()
     while time.monotonic() < deadline:
         entries = log_entries(runtime, job_id)
@@ -61,6 +75,9 @@ def test_every_entry_reaches_the_last_status_posted_whatever_the_timing(
             break
         time.sleep(2)
     runtime.wait_idle(timeout=120)
+    (slow_writes,) = runtime.moto.faults()
+    runtime.moto.clear_faults()
+    assert slow_writes["injected"] == SLOW_OUTCOME_WRITES, slow_writes
     entries = log_entries(runtime, job_id)
     statuses = Counter(e["status"]["S"] for e in entries)
     assert statuses == {"read": PARTICIPANTS}, statuses
