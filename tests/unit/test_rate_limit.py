@@ -122,3 +122,47 @@ def test_token_bucket_honours_deadline():
     bucket = TokenBucket(2, clock=clock, sleep=clock.sleep)
     assert bucket.acquire() and bucket.acquire()
     assert not bucket.acquire(deadline=0)  # far in the past
+
+
+def test_a_block_appended_partly_in_the_past_keeps_its_future_slots_and_leaves_no_hole(table):
+    """A sender that guessed "backlog" (ADD at the end of the schedule) after the schedule fell a little
+    behind real time gets a block that starts in the past: it uses the block's slots still ahead and does not
+    push the schedule a further block ahead (which left a block-long hole: 1 s without a send at any rate)."""
+    clock = SimClock()
+    a, b = limiter(table, clock, 50), limiter(table, clock, 50)
+    a.expect(50)
+    for _ in range(50):  # a whole block, used: the schedule ends about now
+        a.acquire()
+    b.expect(50)
+    b.acquire()  # behind (first use) ... or contended: b now guesses "backlog"
+    for _ in range(49):
+        b.acquire()
+    last = clock()
+    clock.sleep(0.5)  # a pause shorter than a block: the schedule is 0.5 s behind real time
+    a.expect(50)  # a's guess is still "backlog" (its last reservation was appended)
+    a._behind = False
+    before = a.calls
+    a.acquire()
+    assert clock() - last == pytest.approx(0.5, abs=0.03)  # at once, not a block later
+    assert a.calls - before == 1  # the one ADD, kept in part
+    sends = [clock()]
+    for _ in range(30):
+        a.acquire()
+        sends.append(clock())
+    assert max_in_any_window(sends) <= 50
+
+
+def test_slots_reserved_past_the_deadline_are_given_back_at_once_for_the_next_sender(table):
+    """An invocation near its end reserves a block that runs past its deadline: the slots after it go back to
+    the schedule right away (not at ``release``, when another sender's block usually stands after them), so
+    the next sender's slots follow the last one used, with no hole."""
+    clock = SimClock()
+    a, b = limiter(table, clock, 10), limiter(table, clock, 10)
+    deadline = clock() + 0.35  # 4 slots of a 10-slot block (~1 s) fit before it
+    a.expect(10)
+    used = []
+    while (slot := a.acquire_slot(deadline=deadline)) is not None:
+        used.append(slot)
+    assert len(used) == 4 and a.calls == 2  # the reservation, and the give-back
+    b.acquire()
+    assert clock() - used[-1] == pytest.approx(1 / (10 * 0.96), rel=1e-3)  # the very next slot

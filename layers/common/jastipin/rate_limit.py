@@ -84,7 +84,14 @@ class GlobalRateLimiter:
                 # send next to on-time ones would crowd a 1-second window.
                 self._drop_stale()
                 if not self._slots:
-                    self._reserve(max(1, min(self._block, self._expected)) if self._expected else self._block)
+                    if deadline is not None and (self._reserved_end or 0) > deadline * MICROS:
+                        return None  # the schedule is past our last block, which ended after the deadline
+                    count = max(1, min(self._block, self._expected)) if self._expected else self._block
+                    self._reserve(count)
+                    if deadline is not None:
+                        self._give_back_after(int(deadline * MICROS))
+                    if not self._slots:
+                        return None  # the block was all after the deadline, and given back
                 slot = self._slots.popleft()
                 if deadline is not None and slot / MICROS > deadline:
                     self._slots.appendleft(slot)  # keep it for a caller with more time
@@ -130,6 +137,21 @@ class GlobalRateLimiter:
             self._slots.clear()
 
     # -- internals ---------------------------------------------------------------------------------------
+    def _give_back_after(self, deadline_us: int) -> None:
+        """Just after a reservation: the slots after the caller's deadline (an invocation about to end) are
+        given back at once, while nobody has reserved after us yet, instead of at ``release`` when another
+        sender's block usually stands after them (then they would go unused: a hole in the schedule)."""
+        if not self._slots or self._slots[-1] <= deadline_us or self._reserved_end is None:
+            return
+        keep = [s for s in self._slots if s <= deadline_us]
+        first_unused = self._slots[len(keep)]
+        try:
+            self._write(new_tat=first_unused, expected=self._reserved_end)
+        except _Contended:
+            return  # someone reserved after us meanwhile: keep them (release tries again)
+        self._reserved_end = first_unused
+        self._slots = deque(keep)
+
     def _reserve(self, count: int) -> None:
         """Reserve ``count`` consecutive slots, in one DynamoDB call in either steady state:
 
@@ -158,9 +180,18 @@ class GlobalRateLimiter:
                 )
                 end = int(response["Attributes"]["tat"]["N"])
                 start = end - span
-                if start < now - self._stale_us:
-                    self._behind = True  # those slots are already past (harmless: nobody uses them)
+                if end - self._spacing_us < now - self._stale_us:
+                    self._behind = True  # the whole block is past (nobody uses it): start at now instead
                     continue
+                # A block that starts in the past (the schedule fell behind real time since our last
+                # reservation) is ours all the same: its slots still ahead are used, the past ones are
+                # not. Asking again for a block at now would leave the appended one unused, a block-long
+                # hole in the schedule (1 s without a send, at any rate).
+                first = max(0, -((start - (now - self._stale_us)) // self._spacing_us))
+                start += first * self._spacing_us
+                count -= first
+                if first:
+                    self._behind = True  # the schedule lags real time: next time try starting at now
             self._reserved_end = end
             self._slots.extend(start + i * self._spacing_us for i in range(count))
             return
