@@ -441,6 +441,7 @@ class Report:
     http_api_requests: int
     function_url_requests: int
     webhooks: int
+    slots_missed: int = 0  # send slots the limiter handed out and the sender could not use in time
 
     def lines(self) -> list[tuple[str, str, float, str]]:
         """(group, what, quantity per scaled run, price key)"""
@@ -838,6 +839,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
         http_api_requests=http_api_requests,
         function_url_requests=function_url_requests,
         webhooks=webhooks,
+        slots_missed=limiter.dropped,
     )
 
 

@@ -15,6 +15,12 @@ Cloud API (Graph API v23.0) that Jastipin uses, so the whole system can be run a
 * Control routes under ``/_sandbox/`` (messages, refused sends, faults, inbound, status, health) for other
   processes.
 
+Each accepted or refused send is recorded with ``received_at``: when the request's first bytes reached the
+sandbox's socket (the kernel's receive timestamp, ``SO_TIMESTAMPNS``, where Linux gives it), as Meta's front
+door would time it, and not when a sandbox thread got round to reading it. The sandbox shares a process with
+the local runtime, whose load delayed that by up to ~50 ms, enough to make on-time sends look crowded into
+one second on the record that the rate-limit tests read.
+
 Faults (``add_fault`` / ``POST /_sandbox/faults``) are dicts with the keys ``to`` (recipient or null = any),
 ``times`` (uses, null = forever), ``http_status``, ``code``, ``message``, ``latency_ms`` and ``timeout``.
 The first fault matching a /messages request (and with uses left) decides its fate:
@@ -48,6 +54,7 @@ import queue
 import re
 import secrets
 import socket
+import struct
 import sys
 import threading
 import time
@@ -441,6 +448,9 @@ def _check_fault(fault: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------
 
 
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; Python does not name it
+
+
 class _Drop:
     """Route result meaning: close the connection without answering."""
 
@@ -473,9 +483,31 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    arrived: float | None = None  # kernel receive time of the request being handled (None: not known)
+
     def setup(self) -> None:
         super().setup()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self.server.sandbox._track_connection(self.connection, add=True)
+
+    def handle_one_request(self) -> None:
+        self.arrived = self._next_arrival()
+        super().handle_one_request()
+
+    def _next_arrival(self) -> float | None:
+        """When the next request's first bytes reached this socket, from the kernel's receive timestamp
+        (read with MSG_PEEK: the request itself is read as usual). Clients send one request at a time on a
+        connection (no pipelining), so nothing of it is in ``rfile``'s buffer yet."""
+        try:
+            data, ancillary, _, _ = self.connection.recvmsg(1, socket.CMSG_SPACE(16), socket.MSG_PEEK)
+        except (OSError, ValueError):
+            return None
+        for level, kind, value in ancillary:
+            if data and level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
+                seconds, nanoseconds = struct.unpack("qq", value[:16])
+                return seconds + nanoseconds / 1e9
+        return None
 
     def finish(self) -> None:
         try:
@@ -506,7 +538,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         raw = self.rfile.read(length) if length > 0 else b""
         try:
-            result = self.server.sandbox._route(method, self.path, self.headers, raw)
+            result = self.server.sandbox._route(method, self.path, self.headers, raw, self.arrived)
         except Exception:
             logger.exception("whatsapp sandbox: error handling %s %s", method, self.path)
             result = (
@@ -747,11 +779,13 @@ class WhatsAppSandbox:
 
     # ---- routing ----------------------------------------------------------------------------------
 
-    def _route(self, method: str, path: str, headers: Any, raw: bytes) -> _Response | _Drop:
+    def _route(
+        self, method: str, path: str, headers: Any, raw: bytes, arrived: float | None = None
+    ) -> _Response | _Drop:
         parts = urlsplit(path)
         match = _MESSAGES_PATH.match(parts.path)
         if match and method == "POST":
-            return self._handle_send(match.group(2), headers, raw)
+            return self._handle_send(match.group(2), headers, raw, arrived)
         query = parse_qs(parts.query)
         route = (method, parts.path.rstrip("/"))
         if route == ("GET", "/_sandbox/health"):
@@ -806,8 +840,10 @@ class WhatsAppSandbox:
             {},
         )
 
-    def _handle_send(self, phone_number_id: str, headers: Any, raw: bytes) -> _Response | _Drop:
-        arrived = time.time()
+    def _handle_send(
+        self, phone_number_id: str, headers: Any, raw: bytes, arrived: float | None = None
+    ) -> _Response | _Drop:
+        arrived = arrived if arrived is not None else time.time()
         with self._lock:
             self._requests += 1
         try:

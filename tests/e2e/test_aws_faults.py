@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jastipin.delivery import LOG_FLUSH_SIZE
+from jastipin.delivery import UNLOGGED_LIMIT
 from jastipin.ids import stable_id
 from localrun.runtime import LOCAL_SECRETS, WEBHOOK_PATH, LocalRuntime
 from localrun.sandbox import sign, webhook_envelope
@@ -145,7 +145,7 @@ def test_throttled_log_writes_are_absorbed_by_sdk_retries(runtime):
 
 def test_log_writes_failing_longer_than_the_sdk_retries(runtime):
     """The chunk's invocation fails, SQS redelivers it, and once the table is back every recipient ends with
-    one outcome. Re-sends stay within the README's bound: at most LOG_FLUSH_SIZE + SEND_CONCURRENCY per failed
+    one outcome. Re-sends stay within the README's bound: at most UNLOGGED_LIMIT + SEND_CONCURRENCY per failed
     invocation (the sends whose outcomes were not logged)."""
     create_trip(runtime, "logdown")
     count = 60
@@ -164,7 +164,7 @@ def test_log_writes_failing_longer_than_the_sdk_retries(runtime):
     per_recipient = sends(runtime)
     assert set(per_recipient) == {digits(n) for n in range(1100, 1100 + count)}  # nobody lost
     resent = sum(n - 1 for n in per_recipient.values())
-    assert resent <= failed * (LOG_FLUSH_SIZE + SEND_CONCURRENCY), (resent, failed)
+    assert resent <= failed * (UNLOGGED_LIMIT + SEND_CONCURRENCY), (resent, failed)
     assert not dlq_messages(runtime, "NotificationsDLQ")
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from jastipin.delivery import LOG_FLUSH_SIZE
+from jastipin.delivery import UNLOGGED_LIMIT
 from localrun.runtime import LocalRuntime
 from tests.e2e.helpers import (
     create_trip,
@@ -127,7 +127,7 @@ def test_crash_mid_batch_resends_at_most_the_unlogged_sends(runtime, sandbox):
     per_recipient = Counter(m["to"] for m in sandbox.messages())
     assert set(per_recipient) == {digits(n) for n in range(300, 340)}  # nobody lost
     duplicates = sum(count - 1 for count in per_recipient.values())
-    assert duplicates <= LOG_FLUSH_SIZE + 4  # at most one unflushed log batch plus the sends in flight
+    assert duplicates <= UNLOGGED_LIMIT + 4  # at most one unflushed log batch plus the sends in flight
 
 
 def test_window_closed_and_unsubscribed_are_skipped(runtime, sandbox):

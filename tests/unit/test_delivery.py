@@ -342,3 +342,33 @@ def test_a_stop_while_a_chunk_sends_holds_within_a_second(settings, graph, secon
         assert log[stopped.id].status == "sent"
         assert len(graph.sent_to()) == 6
     assert all(log[r.id].status == "sent" for r in recipients if r is not stopped)
+
+
+def test_a_slow_log_holds_up_no_send_and_every_outcome_is_written(sender, graph, monkeypatch):
+    """Outcomes are written as they come on the log pool (8 threads); with every write slow, more outcomes
+    than that are waiting at once: the chunk still ends, with every recipient logged once. (Written through a
+    helper that itself waited on the same pool, 8 slow writes took every thread and the chunk hung.)"""
+    import threading
+    import time as real_time
+
+    from jastipin import notification_log
+
+    record = notification_log.record
+
+    def slow_record(*args, **kwargs):
+        real_time.sleep(0.05)
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(notification_log, "record", slow_record)
+    recipients = seed(40)
+    done = threading.Event()
+    result = []
+
+    def send() -> None:
+        result.append(sender.send_chunk(product_job(recipients), Deadline(None)))
+        done.set()
+
+    threading.Thread(target=send, daemon=True).start()
+    assert done.wait(30), "the chunk did not end"
+    assert result[0].count("sent") == 40
+    assert {e.status for e in log_of("job_1").values()} == {"sent"} and len(log_of("job_1")) == 40

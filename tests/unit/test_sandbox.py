@@ -838,3 +838,28 @@ def test_refused_and_stalled_sends_are_recorded_with_their_time(
     assert sandbox.refused(to="6280000000000") == []
     sandbox.clear()
     assert sandbox.refused() == []
+
+
+def test_a_send_is_timed_when_its_first_bytes_arrive_not_when_a_thread_reads_it(
+    sandbox: WhatsAppSandbox,
+) -> None:
+    """``received_at`` is the kernel's receive time of the request's first bytes (Meta's front door), so the
+    record that the rate-limit tests read does not move with the local runtime's load: here the request's
+    body comes 300 ms after its first line, and the send is timed at the first line."""
+    import socket
+
+    body = json.dumps(text_body()).encode()
+    head = (
+        f"POST /v23.0/{PHONE_ID}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    host, port = sandbox.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        first_bytes_at = time.time()
+        conn.sendall(head[:20])
+        time.sleep(0.3)
+        conn.sendall(head[20:] + body)
+        assert b" 200 " in conn.recv(65536).split(b"\r\n", 1)[0]
+    (record,) = sandbox.messages()
+    assert abs(record["received_at"] - first_bytes_at) < 0.1, record["received_at"] - first_bytes_at

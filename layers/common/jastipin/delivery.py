@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -63,8 +63,11 @@ BACKOFF_BASE_SECONDS = 2.0  # spec: exponential from 2000 ms
 AMBIGUOUS_WAIT_SECONDS = 5.0
 WINDOW = timedelta(hours=24)
 SAFETY_MARGIN_SECONDS = 5.0  # stop sending this long before the Lambda timeout
-LOG_FLUSH_SIZE = 25  # outcomes per BatchWriteItem (DynamoDB's maximum)
-LOG_FLUSH_SECONDS = 1.0  # ...or sooner: Meta's status callbacks look the entry up by wamid within seconds
+# Outcomes whose log write has not completed, beyond the sends in flight: a send waits when there are this
+# many. A crash re-sends at most these (README, Reliability); without the bound, sends ran on for as long as a
+# slow or failing write took (the SDK retries one for seconds).
+UNLOGGED_LIMIT = 25
+WAIT_TICK_SECONDS = 1.0  # how often the send loop's threads look again when nothing woke them
 KINDS_NEEDING_MEMBERSHIP = frozenset({JobKind.PRODUCT_UPDATE, JobKind.BROADCAST})
 
 
@@ -103,6 +106,78 @@ class _Sending:
     halted: bool = False  # the token was rejected
     stopped: bool = False  # something failed: start nothing more
     out_of_slots: bool = False  # no send slot before the invocation must stop
+
+
+def _as_logged(o: Outcome) -> notification_log.Outcome:
+    return notification_log.Outcome(
+        o.recipient.id, o.status, o.attempts, o.provider_msg_id, o.reason, o.error_code
+    )
+
+
+class _OutcomeWriter:
+    """Writes a chunk's outcomes to the log as they come, side by side on the log pool, so that no send waits
+    for a batch of them to fill and then be written (with the log slow, that wait used to outlast the send
+    slots reserved meanwhile). One recipient's outcomes are written one after the other, the latest last: a
+    retry's outcome never lands before the failure it follows, and an outcome overtaken while its
+    recipient's previous write is still running is not written at all (the later one says more).
+
+    ``written(n)`` is called as n outcomes are done with (written or overtaken); ``failed(exc)`` when a write
+    fails (the chunk then stops); ``wait()`` returns when every write has ended."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        write: Callable[[Outcome], None],
+        *,
+        written: Callable[[int], None],
+        failed: Callable[[BaseException], None],
+    ) -> None:
+        self._pool, self._write = pool, write
+        self._written, self._failed = written, failed
+        self._done = threading.Condition()
+        self._running: set[str] = set()  # recipients whose write is running
+        self._next: dict[str, Outcome] = {}  # recipient → the outcome to write after the running one
+        self._errors: list[BaseException] = []
+
+    def add(self, outcome: Outcome) -> None:
+        rid = outcome.recipient.id
+        with self._done:
+            if rid not in self._running:
+                self._start(outcome)
+                return
+            overtaken = self._next.pop(rid, None)
+            self._next[rid] = outcome
+        if overtaken is not None:
+            self._written(1)
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        with self._done:
+            while self._running:
+                self._done.wait()
+            if self._errors and raise_error:
+                raise self._errors[0]
+
+    def _start(self, outcome: Outcome) -> None:  # with self._done held
+        rid = outcome.recipient.id
+        self._running.add(rid)
+        self._pool.submit(self._write, outcome).add_done_callback(lambda f: self._ended(rid, f))
+
+    def _ended(self, rid: str, future: Future) -> None:
+        error = future.exception()
+        done_with = 1
+        with self._done:
+            following = self._next.pop(rid, None)
+            if error is not None:
+                self._errors.append(error)
+            if following is not None and not self._errors:
+                self._start(following)
+            else:
+                done_with += following is not None  # not written after a failure: the chunk stops
+                self._running.discard(rid)
+                self._done.notify_all()
+        self._written(done_with)
+        if error is not None:
+            self._failed(error)
 
 
 @dataclass
@@ -196,8 +271,8 @@ class Sender:
         self.limiter = limiter
         self._sleep = sleep
         self._pool = ThreadPoolExecutor(max_workers=settings.send_concurrency, thread_name_prefix="send")
-        # Outcomes are conditional updates (they merge with statuses that came first): a flush writes its
-        # up to LOG_FLUSH_SIZE entries side by side.
+        # Outcomes are conditional updates (they merge with statuses that came first), written as they come,
+        # side by side (_OutcomeWriter).
         self._log_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="log")
 
     # -- fan-out -----------------------------------------------------------------------------------------
@@ -228,6 +303,8 @@ class Sender:
             if job.kind in KINDS_NEEDING_MEMBERSHIP
             else None
         )
+        if pending:
+            self.whatsapp.prepare()  # the token, read before any send slot is taken
         sending = self._send_all(job, pending, attempts, window_open, deadline, watch)
         result.outcomes += [o for o in sending.outcomes if o.status is not LogStatus.QUEUED]
         if sending.halted:
@@ -338,11 +415,9 @@ class Sender:
         state = _Sending()
         latest_start = deadline.latest_start(self.settings.wa_timeout_seconds)
         concurrency = self.settings.send_concurrency
-        # No more than LOG_FLUSH_SIZE + send_concurrency sends are ever unlogged (made or in flight): a send
-        # takes a slot, the log write of its outcome frees it. A crash, or a log that cannot be written, then
-        # re-sends at most that many when SQS redelivers the chunk (README, Reliability); without the slots,
-        # sends ran on for as long as a slow or failing write took (the SDK retries one for seconds).
-        unlogged_slots = threading.Semaphore(LOG_FLUSH_SIZE + concurrency)
+        # No more than UNLOGGED_LIMIT + send_concurrency sends are ever unlogged (made or in flight): a send
+        # takes a slot, the log write of its outcome frees it.
+        unlogged_slots = threading.Semaphore(UNLOGGED_LIMIT + concurrency)
         take_slot = getattr(self.limiter, "acquire_slot", None)
         late_seconds = getattr(self.limiter, "late_seconds", None)
 
@@ -380,7 +455,7 @@ class Sender:
                             return
                         now = self._clock()
                         if sleeping:  # another worker waits out a backoff: nothing else is to be done
-                            work.wait(LOG_FLUSH_SECONDS)
+                            work.wait(WAIT_TICK_SECONDS)
                             continue
                         if available(now) > 0:
                             claimed += 1
@@ -402,7 +477,7 @@ class Sender:
                                 sleeping = False
                                 work.notify_all()
                             continue
-                        timeout = LOG_FLUSH_SECONDS
+                        timeout = WAIT_TICK_SECONDS
                         if retries:
                             timeout = min(timeout, max(0.0, retries[0][0] - now))
                         work.wait(timeout)
@@ -467,17 +542,14 @@ class Sender:
                 return self._failure(r, attempt, exc)
             return Outcome(r, LogStatus.SENT, attempt, provider_msg_id=wamid)
 
-        # Outcomes are logged as they complete, up to LOG_FLUSH_SIZE per flush and at least every
-        # LOG_FLUSH_SECONDS: a crash re-sends at most the sends since the last flush.
-        unlogged: list[Outcome] = []
-        oldest = 0.0
-
-        def flush() -> None:
-            # One entry per recipient: should a retry's outcome share a flush with the failure before it,
-            # the later attempt is written (two writes of one entry side by side could land either way).
-            self._write_log(job, list({o.recipient.id: o for o in unlogged}.values()))
-            unlogged_slots.release(len(unlogged))
-            unlogged.clear()
+        # Outcomes are logged as they complete (a crash re-sends at most the sends not yet logged); a write
+        # that fails stops the chunk like any other error.
+        writer = _OutcomeWriter(
+            self._log_pool,
+            lambda o: self._write_one(job, o),  # on the log pool: it must not wait for the pool itself
+            written=unlogged_slots.release,
+            failed=lambda exc: results.put((None, exc)),
+        )
 
         def schedule_retry(r: Recipient, backoff: float) -> None:
             """Due ``backoff`` seconds from now; a send that timed out may have reached Meta, so its status
@@ -492,7 +564,7 @@ class Sender:
         try:
             while exited < concurrency:
                 try:
-                    r, outcome = results.get(timeout=LOG_FLUSH_SECONDS)
+                    r, outcome = results.get(timeout=WAIT_TICK_SECONDS)
                 except queue.Empty:
                     r, outcome = None, None
                 if isinstance(outcome, BaseException):
@@ -510,9 +582,7 @@ class Sender:
                             logger.info("timed-out send that reached Meta", extra={"recipients": 1})
                         else:
                             state.outcomes.append(outcome)
-                            if not unlogged:
-                                oldest = time.monotonic()
-                            unlogged.append(outcome)
+                            writer.add(outcome)
                             if outcome.status is LogStatus.QUEUED and not state.halted:
                                 state.retried += 1
                                 backoff = backoff_seconds(outcome.attempts)
@@ -524,10 +594,6 @@ class Sender:
                                     state.later.append((r, backoff))
                         outstanding -= 1
                         work.notify_all()
-                if unlogged and (
-                    len(unlogged) >= LOG_FLUSH_SIZE or time.monotonic() - oldest >= LOG_FLUSH_SECONDS
-                ):
-                    flush()
         except BaseException:
             # The message goes back to SQS: start nothing more (each further send would be made again on the
             # redelivery, unlogged), and let the sends in flight end before the invocation does.
@@ -536,6 +602,7 @@ class Sender:
                 work.notify_all()
             unlogged_slots.release(concurrency)  # wakes the sends waiting for a slot: they stop
             wait(workers)
+            writer.wait(raise_error=False)  # what was sent is logged as far as the log takes it
             raise
         finally:
             self.limiter.release()
@@ -545,8 +612,7 @@ class Sender:
         else:  # out of send slots: the rest goes to a new message, retries after the rest of their backoff
             state.not_started += list(first)
             state.later += [(r, max(0.0, due - now)) for due, _, r in sorted(retries)]
-        if unlogged:
-            flush()
+        writer.wait()
         return state
 
     def _deliver(self, job: Job, r: Recipient, window_open: bool) -> str:
@@ -591,17 +657,20 @@ class Sender:
             extra={"job_id": job.job_id, "recipients": len(recipients), "delay_seconds": delay},
         )
 
+    def _write_one(self, job: Job, o: Outcome) -> None:
+        """Record one outcome, in the calling thread (``_OutcomeWriter`` runs it on the log pool)."""
+        message_type, expires = job.template or job.kind.value, log_expiry(self.settings)
+        if o.status is LogStatus.SKIPPED:
+            notification_log.record_many(job.job_id, job.trip_id, message_type, [_as_logged(o)], expires)
+        else:
+            notification_log.record(job.job_id, job.trip_id, message_type, _as_logged(o), expires)
+
     def _write_log(self, job: Job, outcomes: Iterable[Outcome]) -> None:
         """Record outcomes (``jastipin.notification_log``): skips in one batch (no status can race them),
         the rest as merges with any status that arrived first, side by side."""
         expires = log_expiry(self.settings)
         message_type = job.template or job.kind.value
-        as_logged = [
-            notification_log.Outcome(
-                o.recipient.id, o.status, o.attempts, o.provider_msg_id, o.reason, o.error_code
-            )
-            for o in outcomes
-        ]
+        as_logged = [_as_logged(o) for o in outcomes]
         skips = [o for o in as_logged if o.status is LogStatus.SKIPPED]
         others = [o for o in as_logged if o.status is not LogStatus.SKIPPED]
         if skips:

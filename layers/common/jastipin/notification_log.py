@@ -103,6 +103,8 @@ def previous(job_id: str, participant_ids: Iterable[str]) -> dict[str, Previous]
     for entry in NotificationLog.batch_get(
         keys, attributes_to_get=["participant_id", "status", "attempts", "provider_msg_id", "trip_id"]
     ):
+        if entry.status is None:  # caught mid-write (an in-process moto is not atomic; DynamoDB is)
+            continue
         found[entry.participant_id] = Previous(
             status=LogStatus(entry.status),
             attempts=int(entry.attempts or 0),

@@ -117,8 +117,11 @@ class BearerToken(httpx.Auth):
     def __init__(self, token: str | Callable[[], str]) -> None:
         self._token = token if callable(token) else (lambda: token)
 
+    def current(self) -> str:
+        return self._token()
+
     def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
-        request.headers["Authorization"] = f"Bearer {self._token()}"
+        request.headers["Authorization"] = f"Bearer {self.current()}"
         yield request
 
 
@@ -136,17 +139,24 @@ class WhatsAppClient:
     ) -> None:
         """``access_token``: the token, or a function that returns the current one (called per request)."""
         self._path = f"/{version}/{phone_number_id}/messages"
+        self._auth = BearerToken(access_token)
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
             transport=transport,
-            auth=BearerToken(access_token),
+            auth=self._auth,
             headers={"Content-Type": "application/json"},
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
     def __repr__(self) -> str:
         return f"WhatsAppClient(path={self._path!r}, token=***)"
+
+    def prepare(self) -> None:
+        """Read the access token now: the first read (and one every few minutes, when the settings' cache
+        expires) fetches it from SSM, which is better done before the sender takes its send slots than by
+        the first send while its slot, and every other thread's, runs out."""
+        self._auth.current()
 
     def close(self) -> None:
         self._http.close()
