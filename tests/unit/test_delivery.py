@@ -372,3 +372,29 @@ def test_a_slow_log_holds_up_no_send_and_every_outcome_is_written(sender, graph,
     assert done.wait(30), "the chunk did not end"
     assert result[0].count("sent") == 40
     assert {e.status for e in log_of("job_1").values()} == {"sent"} and len(log_of("job_1")) == 40
+
+
+def test_a_chunk_queued_before_a_user_id_changed_reaches_the_new_id(sender, graph):
+    """A username user (no phone) is in a chunk that waits in the queue while WhatsApp replaces their user id,
+    twice. The chunk is sent to the newest id, checked against the membership that moved with them, and
+    logged under their new participant id; another user of the chunk is untouched."""
+    from jastipin.inbound import Identity, change_user_id
+
+    Trip("jpn25", title="Jastip Jepang", owner_phone="+6281234567890").save()
+    old = Identity(phone=None, user_id="ID.old")
+    Participant("jpn25", old.participant_id, wa_key=old.wa_key, user_id="ID.old", name="Ana").save()
+    Contact(old.wa_key, participant_id=old.participant_id, user_id="ID.old", last_inbound_at=utcnow()).save()
+    other = seed(1)[0]
+    job = product_job([Recipient(id=old.participant_id, user_id="ID.old", name="Ana"), other])
+
+    change_user_id(old, "ID.mid")
+    change_user_id(Identity(phone=None, user_id="ID.mid"), "ID.new")
+    sender.send_chunk(job, Deadline(None))
+
+    assert sorted(graph.sent_to()) == sorted(["ID.new", other.phone.lstrip("+")])
+    newest = Identity(phone=None, user_id="ID.new").participant_id
+    log = log_of("job_1")
+    assert (log[newest].status, log[other.id].status) == ("sent", "sent")
+    assert old.participant_id not in log
+    sender.send_chunk(job, Deadline(None))  # the chunk delivered again: nobody is sent it twice
+    assert len(graph.sent_to()) == 2

@@ -140,7 +140,10 @@ def test_a_user_whose_user_id_changes_keeps_their_trips_window_and_counts(handle
         ("jpn25", "ID.new", "bsuid:ID.new", "active"),
         ("kor26", "ID.new", "bsuid:ID.new", "unsubscribed"),
     }
-    assert [c.wa_key for c in Contact.scan()] == ["bsuid:ID.new"]
+    assert {(c.wa_key, c.moved_to) for c in Contact.scan()} == {
+        ("bsuid:ID.new", None),
+        ("bsuid:ID.old", "ID.new"),
+    }
     contact = Contact.get("bsuid:ID.new")
     assert contact.marketing_opt_out and contact.last_trip_id == "kor26" and contact.last_inbound_at
     for trip in ("jpn25", "kor26"):

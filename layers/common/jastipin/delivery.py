@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 
 from jastipin import notification_log
 from jastipin.fanout import FanOut, FanOutTakenOver
+from jastipin.ids import stable_id
 from jastipin.jobs import Job, JobKind, Recipient
 from jastipin.observability import breakdown
 from jastipin.queues import JobQueues
@@ -106,6 +107,47 @@ class _Sending:
     halted: bool = False  # the token was rejected
     stopped: bool = False  # something failed: start nothing more
     out_of_slots: bool = False  # no send slot before the invocation must stop
+
+
+MAX_USER_ID_MOVES = 3  # a user id replaced again while a chunk waited: followed this many times
+
+
+def _follow_user_id_changes(recipients: list[Recipient]) -> list[Recipient]:
+    """Recipients known only by a user id that WhatsApp has since replaced (``inbound.change_user_id``
+    leaves a forward on the old id's contact) become their new identity: the new user id, and the new
+    participant id under which their memberships and log entry now are. One BatchGetItem when a chunk has
+    such recipients, none otherwise. A chunk delivered again after the change logs under the new id; an
+    entry its first delivery wrote under the old one is not seen then, so that recipient may get it twice."""
+    moved: dict[str, str] = {}  # old user id → the one that replaced it
+    to_read = {r.user_id for r in recipients if not r.phone and r.user_id}
+    for _ in range(MAX_USER_ID_MOVES):
+        if not to_read:
+            break
+        keys = [f"bsuid:{u}" for u in to_read]
+        found = {
+            c.user_id: c.moved_to
+            for c in Contact.batch_get(keys, attributes_to_get=["wa_key", "user_id", "moved_to"])
+            if c.moved_to and c.user_id
+        }
+        moved.update(found)
+        to_read = set(found.values()) - set(moved)
+    if not moved:
+        return recipients
+
+    def latest(user_id: str) -> str:
+        for _ in range(MAX_USER_ID_MOVES):
+            user_id = moved.get(user_id, user_id)
+        return user_id
+
+    logger.info(
+        "recipients whose user id changed", extra={"recipients": sum(r.user_id in moved for r in recipients)}
+    )
+    return [
+        Recipient(id=stable_id("p", f"bsuid:{latest(r.user_id)}"), user_id=latest(r.user_id), name=r.name)
+        if not r.phone and r.user_id in moved
+        else r
+        for r in recipients
+    ]
 
 
 def _as_logged(o: Outcome) -> notification_log.Outcome:
@@ -291,7 +333,7 @@ class Sender:
 
     # -- sending a chunk ---------------------------------------------------------------------------------
     def send_chunk(self, job: Job, deadline: Deadline) -> ChunkResult:
-        recipients = list(job.participants or [])
+        recipients = _follow_user_id_changes(list(job.participants or []))
         previous = self._previous_outcomes(job, recipients)
         todo = [r for r in recipients if previous.get(r.id, (None, 0))[0] not in FINAL_STATUSES]
         attempts = {r.id: previous.get(r.id, (None, 0))[1] for r in todo}

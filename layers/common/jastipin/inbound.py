@@ -158,7 +158,7 @@ def change_user_id(old: Identity, new_user_id: str) -> int:
         before = Contact.get(old.wa_key, consistent_read=True)
     except DoesNotExist:
         before = None
-    if before is not None:
+    if before is not None and before.moved_to is None:  # (moved_to: this change was made before)
         Contact(
             new.wa_key,
             participant_id=new.participant_id,
@@ -173,8 +173,9 @@ def change_user_id(old: Identity, new_user_id: str) -> int:
     }
     for m in moved:
         Participant(m.trip_id, m.participant_id).delete()
-    if before is not None:
-        before.delete()
+    # The old record stays as a forward: chunks queued before the change still name the old id, and are
+    # sent to the new one (its window, consent and memberships now live under the new key).
+    Contact(old.wa_key, participant_id=old.participant_id, user_id=old.user_id, moved_to=new_user_id).save()
     for trip_id in sorted(trips):  # the new membership counted, the old one no more
         audience_counts.sync_member(trip_id, new.participant_id)
         audience_counts.sync_member(trip_id, old.participant_id)

@@ -132,6 +132,9 @@ class Contact(Model):
     last_trip_id = UnicodeAttribute(null=True)
     marketing_opt_out = BooleanAttribute(default=False)
     updated_at = UTCDateTimeAttribute(default=utcnow)
+    # Set on a user id's record once WhatsApp replaced it (a user known only by it): the new user id, which
+    # messages already queued for the old one follow (``Sender``).
+    moved_to = UnicodeAttribute(null=True)
 
 
 class Product(Model):
