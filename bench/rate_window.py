@@ -3,10 +3,11 @@ long-run mean rate, both read from the sandbox's record of when each send reache
 
 Through the local runtime, as ``tests/e2e/test_rate_limit_window.py`` runs it: a product update (notifications
 queue, 3 sender instances) and a broadcast (FIFO broadcast queue, 2 instances) to two trips at once, chunks of
-50, status webhooks flowing (each send is followed by "sent" and "delivered"), at 10 and at 50 messages/s, a
-backlog of about a minute at the limit. The mean is taken over the sustained part (the first and the last
-second left out; the sender instances' cold starts are in it). The limiter keeps a 4 % margin for jitter, so
-0.96 of the limit is the most it can reach.
+50, with proofs posted one by one meanwhile (proof_notify queue), status webhooks flowing (each send is
+followed by "sent" and "delivered"), at 10 and at 50 messages/s, a backlog of about a minute at the limit.
+The mean is taken over the sustained part (the first and the last second left out; the sender instances'
+cold starts are in it). The limiter keeps a 4 % margin for jitter, so 0.96 of the limit is the most it can
+reach.
 
     .venv/bin/python bench/rate_window.py        # ≈ 3 min; writes bench/results/rate_window.md
 """
@@ -36,6 +37,7 @@ from bench.common import machine, max_in_window, table  # noqa: E402
 from localrun.runtime import LocalRuntime  # noqa: E402
 
 TARGET_MEAN = 0.95
+PROOFS = 20
 
 
 def run(limit: int, per_job: int) -> tuple[int, float, int]:
@@ -48,7 +50,7 @@ def run(limit: int, per_job: int) -> tuple[int, float, int]:
         assert runtime.sandbox is not None and runtime.api is not None
         create_trip(runtime, "window-a")
         create_trip(runtime, "window-b")
-        seed_participants(runtime, "window-a", per_job)
+        buyers = seed_participants(runtime, "window-a", per_job)
         seed_participants(runtime, "window-b", per_job, start=per_job)
         rebuild_audience(runtime.dynamodb_url, "window-b")
         upload_product(runtime, "window-a")
@@ -59,7 +61,17 @@ def run(limit: int, per_job: int) -> tuple[int, float, int]:
             timeout=30,
         )
         response.raise_for_status()
-        total = 2 * per_job
+        for n in range(PROOFS):  # the third queue, while the other two have their backlog
+            proof = {
+                "participant_id": buyers[n],
+                "order_ref": f"ORD-{n}",
+                "image_url": "https://img.test/1.jpg",
+            }
+            httpx.post(
+                f"{runtime.api.url}/api/trips/window-a/proofs", json=proof, headers=API_AUTH, timeout=30
+            ).raise_for_status()
+            time.sleep(1)
+        total = 2 * per_job + PROOFS
         deadline = time.monotonic() + total / limit * 2 + 60
         while len(runtime.sandbox.messages()) < total:
             if time.monotonic() > deadline:
@@ -101,7 +113,8 @@ def main() -> int:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = (
         f"Rate-limit window benchmark, {stamp}; {machine()}.\n"
-        "Two queues at once (product update + FIFO broadcast, 3 + 2 sender instances), status webhooks on; "
+        f"Three queues at once (product update + FIFO broadcast, 3 + 2 sender instances, {PROOFS} proofs), "
+        "status webhooks on; "
         "times from the sandbox's record (kernel receive time of each send).\n\n"
         f"{table(rows)}\n\nCommand: `.venv/bin/python bench/rate_window.py`\n"
     )

@@ -1,10 +1,10 @@
 """The global rate limit, judged by WhatsApp's side: the sandbox's record of when it accepted each send.
 
-Two jobs on two queues at once (a product update on the notifications queue, a broadcast on the broadcast
-queue), several sender instances on each, Meta-like status webhooks flowing (sent, delivered, read after each
-send) and a backlog that keeps the limiter busy for ~20 s. In every sliding 1-second window the sandbox
-accepted at most the limit (each send timed when it reached the sandbox's socket). The mean rate is printed,
-not asserted: it is measured over a minute by ``bench/rate_window.py`` (README, Performance)."""
+The three queues at once (a product update on the notifications queue, a broadcast on the broadcast queue,
+proofs posted one by one meanwhile on the proof_notify queue), several sender instances on each, Meta-like
+status webhooks flowing, and a backlog that keeps the limiter busy for ~20 s. In every sliding 1-second window
+the sandbox accepted at most the limit (each send timed when it reached the sandbox's socket). The mean rate
+is printed, not asserted: it is measured over a minute by ``bench/rate_window.py`` (README, Performance)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from collections import Counter
 import httpx
 import pytest
 
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime
+from localrun.runtime import LocalRuntime
 from tests.e2e.helpers import (
+    API_AUTH,
     create_trip,
     local_config,
     log_entries,
@@ -24,6 +25,8 @@ from tests.e2e.helpers import (
     seed_participants,
     upload_product,
 )
+
+PROOFS = 10
 
 
 def max_in_any_second(times: list[float]) -> int:
@@ -49,18 +52,29 @@ def test_no_sliding_second_holds_more_sends_than_the_limit(limit: int, per_job: 
         assert runtime.sandbox is not None and runtime.api is not None
         create_trip(runtime, "limit-a")
         create_trip(runtime, "limit-b")
-        seed_participants(runtime, "limit-a", per_job)
+        buyers = seed_participants(runtime, "limit-a", per_job)
         seed_participants(runtime, "limit-b", per_job, start=per_job)  # other people: no pair limit
         rebuild_audience(runtime.dynamodb_url, "limit-b")
         product_job = upload_product(runtime, "limit-a")
         broadcast = httpx.post(
             f"{runtime.api.url}/api/trips/limit-b/broadcasts",
             json={"template": "product_update", "parameters": ["Trip limit-b", "Produk"]},
-            headers={"Authorization": f"Bearer {LOCAL_SECRETS['API_TOKEN']}"},
+            headers=API_AUTH,
             timeout=30,
         )
         assert broadcast.status_code == 202, broadcast.text
-        total = 2 * per_job
+        for n in range(PROOFS):  # the third queue, while the other two have their backlog
+            proof = {
+                "participant_id": buyers[n],
+                "order_ref": f"ORD-{n}",
+                "image_url": "https://img.test/1.jpg",
+            }
+            response = httpx.post(
+                f"{runtime.api.url}/api/trips/limit-a/proofs", json=proof, headers=API_AUTH, timeout=30
+            )
+            assert response.status_code == 202, response.text
+            time.sleep(0.5)
+        total = 2 * per_job + PROOFS
         deadline = time.monotonic() + total / limit * 2 + 60
         while len(runtime.sandbox.messages()) < total:
             assert time.monotonic() < deadline, f"{len(runtime.sandbox.messages())} of {total} sent"
@@ -71,7 +85,7 @@ def test_no_sliding_second_holds_more_sends_than_the_limit(limit: int, per_job: 
 
     times = sorted(m["received_at"] for m in messages)
     kinds = Counter(m["type"] for m in messages)
-    assert len(times) == total and kinds == {"text": per_job, "template": per_job}, kinds
+    assert len(times) == total and kinds == {"text": per_job, "template": per_job + PROOFS}, kinds
     worst = max_in_any_second(times)
     steady = [t for t in times if times[0] + 1 <= t <= times[-1] - 1]  # start-up and tail left out
     mean = (len(steady) - 1) / (steady[-1] - steady[0])
