@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.batch import (
     SqsFifoPartialProcessor,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -76,7 +77,7 @@ def _process(job: Job, lambda_context: LambdaContext | None) -> None:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 @observability.report_errors  # Sentry for escaping errors; publishes the per-queue metrics breakdown
-def handler(event: dict, context: LambdaContext) -> dict:
+def handler(event: dict, context: LambdaContext) -> PartialItemFailureResponse:
     records = event.get("Records") or [{}]
     is_fifo = str(records[0].get("eventSourceARN", "")).endswith(".fifo")
     processor = fifo_processor if is_fifo else standard_processor

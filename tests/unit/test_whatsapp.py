@@ -40,6 +40,11 @@ def test_classify(status, code, kind):
 
 def test_retryable_flags():
     assert classify(429, {"error": {"code": 130429}}).retryable
+    meta = {"error": {"code": 131000, "error_subcode": 2494010, "fbtrace_id": "AbC123", "message": "x"}}
+    error = classify(500, meta)  # what Meta's support asks for is kept
+    kept = (error.code, error.subcode, error.fbtrace_id, error.http_status)
+    assert kept == (131000, 2494010, "AbC123", 500)
+    assert classify(400, {"error": "not an object"}).code is None
     assert not classify(400, {"error": {"code": 131026}}).retryable
     assert not classify(400, {"error": {"code": 131047}}).retryable
 

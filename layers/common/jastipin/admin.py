@@ -451,7 +451,7 @@ class QueueAdmin:
 
     # -- SQS calls ---------------------------------------------------------------------------------------
     def _receive(self, url: str, count: int, visibility: int) -> list[dict[str, Any]]:
-        return self._sqs.receive_message(
+        messages: list[dict[str, Any]] = self._sqs.receive_message(
             QueueUrl=url,
             MaxNumberOfMessages=max(1, min(count, SQS_BATCH)),
             VisibilityTimeout=visibility,
@@ -459,6 +459,7 @@ class QueueAdmin:
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         ).get("Messages", [])
+        return messages
 
     def _release(self, url: str, handles: list[str]) -> None:
         for start in range(0, len(handles), SQS_BATCH):

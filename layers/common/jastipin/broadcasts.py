@@ -230,7 +230,7 @@ def job_of(record: Broadcast) -> Job:
         template_ref=TemplateRef(
             name=record.template,
             language=record.language,
-            parameters=list(record.parameters or []),
+            parameters=[str(p) for p in record.parameters or []],
             category=record.category,
         ),
         audience=AudienceFilter(

@@ -33,6 +33,7 @@ from jastipin.ids import stable_id
 from jastipin.jobs import Job, JobKind, Recipient
 from jastipin.observability import breakdown
 from jastipin.queues import JobQueues
+from jastipin.rate_limit import SendLimiter
 from jastipin.settings import Settings
 from jastipin.tables import (
     FINAL_STATUSES,
@@ -91,9 +92,9 @@ class _Marker:
     """What ``Sender._send_all``'s workers hand over in place of an outcome."""
 
 
-LATE: Any = _Marker()  # the send would have left too late for its slot: it takes another
-ALREADY_OUT: Any = _Marker()  # a retry not made: the timed-out send reached Meta (its status came)
-WORKER_EXIT: Any = _Marker()  # a send worker has stopped
+LATE = _Marker()  # the send would have left too late for its slot: it takes another
+ALREADY_OUT = _Marker()  # a retry not made: the timed-out send reached Meta (its status came)
+WORKER_EXIT = _Marker()  # a send worker has stopped
 
 
 @dataclass
@@ -204,7 +205,7 @@ class _OutcomeWriter:
         self._running.add(rid)
         self._pool.submit(self._write, outcome).add_done_callback(lambda f: self._ended(rid, f))
 
-    def _ended(self, rid: str, future: Future) -> None:
+    def _ended(self, rid: str, future: Future[None]) -> None:
         error = future.exception()
         done_with = 1
         with self._done:
@@ -293,7 +294,7 @@ class MembershipWatch:
 
 def backoff_seconds(attempts: int) -> float:
     """After the n-th failed attempt wait 2, 4, 8... seconds."""
-    return BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)
+    return float(BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
 
 
 class Sender:
@@ -302,7 +303,7 @@ class Sender:
         settings: Settings,
         queues: JobQueues,
         whatsapp: WhatsAppClient,
-        limiter,
+        limiter: SendLimiter,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -552,7 +553,7 @@ class Sender:
                         busy -= 1
                         work.notify_all()
 
-        def send_one(r: Recipient, slot: float | None) -> Outcome | None:
+        def send_one(r: Recipient, slot: float | None) -> Outcome | _Marker | None:
             # Wait for a slot no later than a send may start: past that the recipient is left for the next
             # invocation (requeued), as when the rate limiter has no slot in time.
             wait_s = None if latest_start is None else max(0.0, latest_start - time.time())
@@ -563,7 +564,7 @@ class Sender:
                 unlogged_slots.release()  # nothing was sent: nothing to log
             return outcome
 
-        def try_send(r: Recipient, slot: float | None) -> Outcome | None:
+        def try_send(r: Recipient, slot: float | None) -> Outcome | _Marker | None:
             if state.halted or state.stopped:
                 return None
             if watch is not None and watch.left(r.id):  # after the wait for a send slot: STOP holds at once
@@ -680,6 +681,17 @@ class Sender:
         )
 
     def _failure(self, r: Recipient, attempt: int, exc: WhatsAppError) -> Outcome:
+        logger.info(  # Meta's trace id is what its support asks for
+            "send refused",
+            extra={
+                "participant_id": r.id,
+                "attempt": attempt,
+                "code": exc.code,
+                "subcode": exc.subcode,
+                "http_status": exc.http_status,
+                "fbtrace_id": exc.fbtrace_id,
+            },
+        )
         if isinstance(exc, RateLimited):
             metrics.add_metric(name="WhatsAppRateLimited", unit=MetricUnit.Count, value=1)
         if exc.retryable and attempt < MAX_ATTEMPTS:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 
 from jastipin import audience
 from jastipin.jobs import Job, Recipient
@@ -65,7 +67,8 @@ class FanOut:
             logger.info("fan-out already complete", extra={"chunks": progress.next_chunk})
             return FanOutResult(0, 0, handed_over=False, done=True)
         stored = int(progress.next_chunk)
-        cursor, next_chunk = progress.cursor, stored
+        cursor: str | None = progress.cursor
+        next_chunk = stored
         if job.next_chunk is not None and job.next_chunk > stored:  # the message is ahead (progress expired?)
             cursor, next_chunk = job.cursor, job.next_chunk
         state = _State(cursor, next_chunk, stored)
@@ -142,7 +145,7 @@ class FanOut:
         if jobs:
             self.queues.send_many(jobs, dedup_suffixes=suffixes)
         count = sum(len(c) for c in chunks)
-        actions = [
+        actions: list[Action] = [
             FanOutProgress.cursor.set(cursor) if cursor else FanOutProgress.cursor.remove(),
             FanOutProgress.next_chunk.set(next_chunk),
             FanOutProgress.recipients.add(count),
@@ -177,11 +180,13 @@ class _State:
     stored: int  # next_chunk as the progress item holds it (the condition of the next write)
 
 
-def _at(next_chunk: int):
+def _at(next_chunk: int) -> Condition:
     """The stored progress is still at ``next_chunk`` (0 also when the item has no value yet)."""
     if next_chunk == 0:
-        return FanOutProgress.next_chunk.does_not_exist() | (FanOutProgress.next_chunk == 0)
-    return FanOutProgress.next_chunk == next_chunk
+        fresh: Condition = FanOutProgress.next_chunk.does_not_exist() | (FanOutProgress.next_chunk == 0)
+        return fresh
+    same: Condition = FanOutProgress.next_chunk == next_chunk
+    return same
 
 
 def _condition_failed(exc: Exception) -> bool:

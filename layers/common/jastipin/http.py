@@ -30,7 +30,7 @@ class HttpError(Exception):
         self.details = details
 
 
-def json_response(status_code: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+def json_response(status_code: int, body: Any, headers: dict[str, str] | None = None) -> Response[str]:
     return Response(
         status_code=status_code,
         content_type="application/json",
@@ -39,7 +39,9 @@ def json_response(status_code: int, body: Any, headers: dict[str, str] | None = 
     )
 
 
-def error_body(code: str, message: str, field: str | None = None, details: list[Any] | None = None) -> dict:
+def error_body(
+    code: str, message: str, field: str | None = None, details: list[Any] | None = None
+) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if field:
         error["field"] = field
@@ -104,14 +106,14 @@ def validation_error(exc: ValidationError) -> HttpError:
 def install_error_handlers(app: APIGatewayHttpResolver) -> None:
     """The single status-code mapping for every API function."""
 
-    @app.exception_handler(HttpError)
-    def _http_error(exc: HttpError) -> Response:
+    @app.exception_handler(HttpError)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
+    def _http_error(exc: HttpError) -> Response[str]:
         return json_response(exc.status_code, error_body(exc.code, exc.message, exc.field, exc.details))
 
-    @app.exception_handler(JastipinError)
-    def _domain_error(exc: JastipinError) -> Response:
+    @app.exception_handler(JastipinError)  # type: ignore[untyped-decorator]
+    def _domain_error(exc: JastipinError) -> Response[str]:
         return json_response(exc.status_code, error_body(exc.code, exc.message, exc.field))
 
     @app.not_found
-    def _not_found(_exc: Exception) -> Response:
+    def _not_found(_exc: Exception) -> Response[str]:
         return json_response(404, error_body("route_not_found", "no such route"))

@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, ConfigDict, Field
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.expressions.update import Action
 
 from jastipin import audience_counts, notification_log, texts
 from jastipin.audience_counts import hour_start
@@ -92,7 +93,7 @@ def touch_contact(identity: Identity, name: str | None, at: datetime) -> tuple[C
     when the message starts a new hour of activity. A later message within the hour takes a second update,
     and a late, older message (the window never moves back) a third, without the time."""
     contact = Contact(identity.wa_key)
-    actions = [
+    actions: list[Action] = [
         Contact.participant_id.set(Contact.participant_id | identity.participant_id),  # if_not_exists
         Contact.marketing_opt_out.set(Contact.marketing_opt_out | False),
         Contact.updated_at.set(utcnow()),
@@ -259,7 +260,7 @@ class CommandHandler:
             membership.save(condition=Participant.participant_id.does_not_exist())
         except PutError:
             # Re-join (also after STOP): reactivate, keep the original joined_at.
-            actions = [
+            actions: list[Action] = [
                 Participant.status.set(ParticipantStatus.ACTIVE.value),
                 Participant.unsubscribed_at.remove(),
                 Participant.last_active_at.set(now),
@@ -469,7 +470,7 @@ class InboundProcessor:
     guard (each is applied only forward, so a repeat changes nothing)."""
 
     def __init__(
-        self, queues: JobQueues, idempotency_table: str, dynamodb_client=None, log_ttl_days: float = 3
+        self, queues: JobQueues, idempotency_table: str, dynamodb_client: Any = None, log_ttl_days: float = 3
     ) -> None:
         self._log_ttl_days = log_ttl_days  # a status kept before its outcome lives as long as the log
         from aws_lambda_powertools.utilities.idempotency import (
@@ -494,11 +495,13 @@ class InboundProcessor:
         fails: the record goes back to the queue."""
         return apply_status(queued.status, self._log_ttl_days)
 
-    def register_context(self, context) -> None:
+    def register_context(self, context: Any) -> None:
         """Lets idempotency records of a crashed invocation expire when the invocation would have ended."""
         self._config.register_lambda_context(context)
 
-    def _handle(self, key: dict, message: InboundMessage, contacts: list[WebhookContact]) -> dict:
+    def _handle(
+        self, key: dict[str, Any], message: InboundMessage, contacts: list[WebhookContact]
+    ) -> dict[str, Any]:
         reply = self._commands.handle_message(message, contacts)
         return {"replied": reply is not None}
 

@@ -28,6 +28,7 @@ from itertools import islice
 
 from aws_lambda_powertools import Logger
 from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.update import Action
 
 from jastipin.tables import (
     FINAL_STATUSES,
@@ -118,7 +119,7 @@ def record(job_id: str, trip_id: str, message_type: str, outcome: Outcome, expir
     """Record one outcome, merging with a status that may have arrived first; returns the entry's status."""
     now = utcnow().isoformat()
     entry = NotificationLog(job_id, outcome.participant_id)
-    fields = [
+    fields: list[Action] = [
         NotificationLog.trip_id.set(trip_id),
         NotificationLog.message_type.set(message_type),
         NotificationLog.attempts.set(outcome.attempts),
@@ -130,7 +131,7 @@ def record(job_id: str, trip_id: str, message_type: str, outcome: Outcome, expir
         fields.append(NotificationLog.reason.set(outcome.reason))
     if outcome.error_code is not None:
         fields.append(NotificationLog.error_code.set(outcome.error_code))
-    with_status = [*fields, NotificationLog.status.set(outcome.status.value)]
+    with_status: list[Action] = [*fields, NotificationLog.status.set(outcome.status.value)]
     if outcome.reason is None:  # a send that went through after a failed attempt: the failure is history
         with_status.append(NotificationLog.reason.remove())
     if outcome.error_code is None:
@@ -199,7 +200,7 @@ def apply_status(change: StatusChange, expires_at: datetime) -> str:
 
 
 def _upsert(key: tuple[str, str], change: StatusChange, expires_at: datetime) -> str:
-    actions = [
+    actions: list[Action] = [
         NotificationLog.status.set(change.status.value),
         NotificationLog.updated_at.set(utcnow().isoformat()),
         NotificationLog.expires_at.set(NotificationLog.expires_at | expires_at),
@@ -207,7 +208,7 @@ def _upsert(key: tuple[str, str], change: StatusChange, expires_at: datetime) ->
     if change.status is LogStatus.FAILED and change.error_code is not None:
         actions.append(NotificationLog.error_code.set(change.error_code))
         actions.append(NotificationLog.reason.set(f"whatsapp_error_{change.error_code}"))
-    pricing = []
+    pricing: list[Action] = []
     if change.pricing_category:
         pricing.append(NotificationLog.pricing_category.set(change.pricing_category))
     if change.pricing_type:
@@ -247,7 +248,7 @@ def _upsert(key: tuple[str, str], change: StatusChange, expires_at: datetime) ->
     return "unchanged"  # a duplicate or older status (the entry is at or past it), or another wamid's
 
 
-def _set_pricing(entry: NotificationLog, wamid: str, pricing: list) -> None:
+def _set_pricing(entry: NotificationLog, wamid: str, pricing: list[Action]) -> None:
     try:
         entry.update(actions=pricing, condition=NotificationLog.provider_msg_id == wamid)
     except UpdateError as exc:

@@ -160,7 +160,7 @@ def init_sentry(dsn: str | None = None) -> bool:
             send_default_pii=False,
             include_local_variables=False,
             max_request_body_size="never",
-            before_send=scrub_event,
+            before_send=scrub_event,  # type: ignore[arg-type]  # plain dicts in, as sentry_sdk passes them
             before_breadcrumb=scrub_breadcrumb,
             traces_sample_rate=0,  # tracing is X-Ray's job
         )

@@ -23,12 +23,24 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
 MICROS = 1_000_000
 TTL_SECONDS = 24 * 3600
+
+
+class SendLimiter(Protocol):
+    """What the sender needs of a limiter (``GlobalRateLimiter``, ``NoRateLimit``, ``TokenBucket``)."""
+
+    def acquire(self, deadline: float | None = None) -> bool: ...
+
+    def expect(self, count: int) -> None: ...
+
+    def release(self) -> None: ...
+
+    def missed(self) -> None: ...
 
 
 class GlobalRateLimiter:
@@ -242,6 +254,9 @@ class NoRateLimit:
     def release(self) -> None:
         pass
 
+    def missed(self) -> None:
+        pass
+
 
 class TokenBucket:
     """Classic token bucket for one process, thread-safe: ``acquire()`` blocks until a token is free."""
@@ -279,4 +294,7 @@ class TokenBucket:
         pass
 
     def release(self) -> None:
+        pass
+
+    def missed(self) -> None:
         pass

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jastipin.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from jastipin.admin import QueueAdmin
+    from jastipin.delivery import Sender
+    from jastipin.inbound import InboundProcessor, WebhookIntake
+    from jastipin.queues import JobQueues
+    from jastipin.rate_limit import SendLimiter
+    from jastipin.whatsapp import WhatsAppClient
 
 
 @dataclass
@@ -27,32 +35,32 @@ class Services:
         return boto3.client("dynamodb")
 
     @cached_property
-    def queues(self):  # -> JobQueues
+    def queues(self) -> JobQueues:
         from jastipin.queues import JobQueues
 
         return JobQueues(self.sqs, self.settings)
 
     @cached_property
-    def inbound(self):  # -> InboundProcessor
+    def inbound(self) -> InboundProcessor:
         from jastipin.inbound import InboundProcessor
 
         s = self.settings
         return InboundProcessor(self.queues, s.idempotency_table, self.dynamodb, s.log_ttl_days)
 
     @cached_property
-    def intake(self):  # -> WebhookIntake
+    def intake(self) -> WebhookIntake:
         from jastipin.inbound import WebhookIntake
 
         return WebhookIntake(self.sqs, self.settings.inbound_queue_url)
 
     @cached_property
-    def sender(self):  # -> Sender
+    def sender(self) -> Sender:
         from jastipin.delivery import Sender
 
         return Sender(self.settings, self.queues, self.whatsapp, self.rate_limiter)
 
     @cached_property
-    def rate_limiter(self):  # -> GlobalRateLimiter: one limit across every sender instance and queue
+    def rate_limiter(self) -> SendLimiter:  # one limit across every sender instance and queue
         from jastipin.rate_limit import GlobalRateLimiter, NoRateLimit
 
         s = self.settings
@@ -63,13 +71,13 @@ class Services:
         )
 
     @cached_property
-    def queue_admin(self):  # -> QueueAdmin
+    def queue_admin(self) -> QueueAdmin:
         from jastipin.admin import QueueAdmin
 
         return QueueAdmin(self.sqs, self.settings)
 
     @cached_property
-    def whatsapp(self):  # -> WhatsAppClient
+    def whatsapp(self) -> WhatsAppClient:
         from jastipin.whatsapp import WhatsAppClient
 
         s = self.settings

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown secret {name!r}")
         value = getattr(self, name)
         if value is not None:
-            return value.get_secret_value()
+            return str(value.get_secret_value())
         if self.secrets_ssm_prefix:
             return fetch_ssm_secret(f"{self.secrets_ssm_prefix.rstrip('/')}/{name}")
         raise RuntimeError(f"secret {name.upper()} is not configured (env var or SECRETS_SSM_PREFIX)")

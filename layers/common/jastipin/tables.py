@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pynamodb.attributes import (
     BooleanAttribute,
@@ -88,7 +89,7 @@ class Trip(Model):
     audience_counted = BooleanAttribute(null=True)
 
 
-class ByParticipant(GlobalSecondaryIndex["Participant"]):
+class ByParticipant(GlobalSecondaryIndex["Participant"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "by_participant"
         projection = AllProjection()
@@ -150,7 +151,7 @@ class Product(Model):
     created_at = UTCDateTimeAttribute(default_for_new=utcnow)
 
 
-class ByProviderMsgId(GlobalSecondaryIndex["NotificationLog"]):
+class ByProviderMsgId(GlobalSecondaryIndex["NotificationLog"]):  # type: ignore[no-untyped-call]
     # Keys only: a status callback needs just the entry's key, and a projection without ``status`` means the
     # delivered/read updates do not also write this index (one write unit each instead of two).
     class Meta:
@@ -160,7 +161,7 @@ class ByProviderMsgId(GlobalSecondaryIndex["NotificationLog"]):
     provider_msg_id = UnicodeAttribute(hash_key=True)
 
 
-class ByTripKeys(GlobalSecondaryIndex["NotificationLog"]):
+class ByTripKeys(GlobalSecondaryIndex["NotificationLog"]):  # type: ignore[no-untyped-call]
     # Keys only (job_id, participant_id, trip_id, created_at), none of which a status update changes: the
     # delivered/read updates write the table alone. Readers get the entries from the table
     # (``notification_log.trip_log``).
@@ -265,7 +266,7 @@ class AudienceShard(Model):
 
     trip_id = UnicodeAttribute(hash_key=True)
     part = UnicodeAttribute(range_key=True)  # m00 .. m63 (members), h00 .. h63 (histograms)
-    hist = MapAttribute(null=True)
+    hist: MapAttribute[str, Any] = MapAttribute(null=True)  # type: ignore[no-untyped-call]
 
 
 ALL_MODELS: dict[str, type[Model]] = {

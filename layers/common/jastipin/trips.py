@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from pynamodb.exceptions import DoesNotExist, PutError
@@ -62,7 +63,7 @@ class NewProductRequest(_Request):
     image_url: HttpUrl | None = None
 
 
-def trip_view(trip: Trip) -> dict:
+def trip_view(trip: Trip) -> dict[str, Any]:
     return {
         "trip_id": trip.trip_id,
         "slug": trip.trip_id,

@@ -115,7 +115,7 @@ class ChangeValue(_Loose):
                     except ValidationError:
                         dropped += 1
                 data[name] = kept
-        value = handler(data)
+        value: ChangeValue = handler(data)
         value._malformed = dropped
         return value
 

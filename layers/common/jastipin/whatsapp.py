@@ -8,7 +8,7 @@ The token never appears in ``repr`` or logs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,15 +26,26 @@ CLEAR_REASONS = {USER_ID_NOT_SUPPORTED_CODE: "user_id_not_supported"}  # the log
 
 
 class WhatsAppError(Exception):
-    """Base class: ``code`` is the Graph error code (or None), ``http_status`` the HTTP status (0: none)."""
+    """Base class: ``code`` and ``subcode`` are Meta's (``error_subcode``; None when not given),
+    ``http_status`` the HTTP status (0: none), ``fbtrace_id`` the id Meta's support asks for."""
 
     retryable = False
     ambiguous = False  # the message may have gone out all the same (no answer came)
 
-    def __init__(self, message: str, *, code: int | None = None, http_status: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        http_status: int = 0,
+        subcode: int | None = None,
+        fbtrace_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.http_status = http_status
+        self.subcode = subcode
+        self.fbtrace_id = fbtrace_id
 
     @property
     def reason(self) -> str:
@@ -79,20 +90,23 @@ class AuthError(WhatsAppError):
 def classify(http_status: int, body: Any) -> WhatsAppError:
     """Turn a non-2xx Graph response into the typed error the sender acts on."""
     error = body.get("error", {}) if isinstance(body, dict) else {}
+    error = error if isinstance(error, dict) else {}
     code = error.get("code") if isinstance(error.get("code"), int) else None
+    subcode = error.get("error_subcode") if isinstance(error.get("error_subcode"), int) else None
+    trace = error.get("fbtrace_id") if isinstance(error.get("fbtrace_id"), str) else None
     message = str(error.get("message") or f"HTTP {http_status}")[:300]
-    kwargs = {"code": code, "http_status": http_status}
+    kind: type[WhatsAppError] = PermanentError
     if http_status == 401 or code in AUTH_CODES:
-        return AuthError(message, **kwargs)
-    if code == WINDOW_CLOSED_CODE:
-        return WindowClosed(message, **kwargs)
-    if code == MARKETING_OPT_OUT_CODE:
-        return MarketingOptOut(message, **kwargs)
-    if http_status == 429 or code in RATE_LIMIT_CODES:
-        return RateLimited(message, **kwargs)
-    if http_status >= 500 or code in RETRYABLE_CODES:
-        return RetryableError(message, **kwargs)
-    return PermanentError(message, **kwargs)
+        kind = AuthError
+    elif code == WINDOW_CLOSED_CODE:
+        kind = WindowClosed
+    elif code == MARKETING_OPT_OUT_CODE:
+        kind = MarketingOptOut
+    elif http_status == 429 or code in RATE_LIMIT_CODES:
+        kind = RateLimited
+    elif http_status >= 500 or code in RETRYABLE_CODES:
+        kind = RetryableError
+    return kind(message, code=code, http_status=http_status, subcode=subcode, fbtrace_id=trace)
 
 
 @dataclass(frozen=True)
@@ -120,7 +134,7 @@ class BearerToken(httpx.Auth):
     def current(self) -> str:
         return self._token()
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self.current()}"
         yield request
 
@@ -184,7 +198,9 @@ class WhatsAppClient:
         template: dict[str, Any] = {"name": name, "language": {"code": language}}
         components: list[dict[str, Any]] = []
         if header_image_url or header_image_id:
-            image = {"link": header_image_url} if header_image_url else {"id": header_image_id}
+            image: dict[str, Any] = (
+                {"link": header_image_url} if header_image_url else {"id": header_image_id}
+            )
             components.append({"type": "header", "parameters": [{"type": "image", "image": image}]})
         if parameters:
             components.append(
