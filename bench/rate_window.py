@@ -19,19 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "common")]
 
-from tests.e2e.helpers import (  # noqa: E402
-    API_AUTH,
-    create_trip,
-    local_config,
-    rebuild_audience,
-    seed_participants,
-    upload_product,
-)
+from tests.e2e.helpers import local_config, three_queue_backlog, wait_for_sandbox  # noqa: E402
 
 from bench.common import machine, max_in_window, table  # noqa: E402
 from localrun.runtime import LocalRuntime  # noqa: E402
@@ -47,37 +38,9 @@ def run(limit: int, per_job: int) -> tuple[int, float, int]:
         esm_concurrency={"NotificationsQueue": 3, "BroadcastQueue": 2},
     )
     with LocalRuntime(config) as runtime:
-        assert runtime.sandbox is not None and runtime.api is not None
-        create_trip(runtime, "window-a")
-        create_trip(runtime, "window-b")
-        buyers = seed_participants(runtime, "window-a", per_job)
-        seed_participants(runtime, "window-b", per_job, start=per_job)
-        rebuild_audience(runtime.dynamodb_url, "window-b")
-        upload_product(runtime, "window-a")
-        response = httpx.post(
-            f"{runtime.api.url}/api/trips/window-b/broadcasts",
-            json={"template": "product_update", "parameters": ["Trip window-b", "Produk"]},
-            headers=API_AUTH,
-            timeout=30,
-        )
-        response.raise_for_status()
-        for n in range(PROOFS):  # the third queue, while the other two have their backlog
-            proof = {
-                "participant_id": buyers[n],
-                "order_ref": f"ORD-{n}",
-                "image_url": "https://img.test/1.jpg",
-            }
-            httpx.post(
-                f"{runtime.api.url}/api/trips/window-a/proofs", json=proof, headers=API_AUTH, timeout=30
-            ).raise_for_status()
-            time.sleep(1)
-        total = 2 * per_job + PROOFS
-        deadline = time.monotonic() + total / limit * 2 + 60
-        while len(runtime.sandbox.messages()) < total:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(runtime.sandbox.messages())} of {total} sent")
-            time.sleep(0.2)
-        times = sorted(m["received_at"] for m in runtime.sandbox.messages())
+        _, total = three_queue_backlog(runtime, per_job, PROOFS, proof_every=1.0)
+        messages = wait_for_sandbox(runtime, total, timeout=total / limit * 2 + 60)
+    times = sorted(m["received_at"] for m in messages)
     steady = [t for t in times if times[0] + 1 <= t <= times[-1] - 1]
     return max_in_window(times), (len(steady) - 1) / (steady[-1] - steady[0]), len(times)
 

@@ -140,6 +140,49 @@ def upload_product(runtime: LocalRuntime, trip: str, name: str = "Produk", price
     return response.json()["job_id"]
 
 
+def three_queue_backlog(
+    runtime: LocalRuntime, per_job: int, proofs: int, proof_every: float
+) -> tuple[str, int]:
+    """A backlog on all three queues at once: a product update to ``per_job`` participants of trip "limit-a"
+    (notifications queue), a broadcast to ``per_job`` others of trip "limit-b" (FIFO broadcast queue), and
+    ``proofs`` proofs posted one every ``proof_every`` seconds meanwhile (proof_notify queue). Returns the
+    product update's job id and the messages to expect."""
+    create_trip(runtime, "limit-a")
+    create_trip(runtime, "limit-b")
+    buyers = seed_participants(runtime, "limit-a", per_job)
+    seed_participants(runtime, "limit-b", per_job, start=per_job)  # other people: no pair limit
+    rebuild_audience(runtime.dynamodb_url, "limit-b")
+    product_job = upload_product(runtime, "limit-a")
+    broadcast = httpx.post(
+        f"{runtime.api.url}/api/trips/limit-b/broadcasts",  # type: ignore[union-attr]
+        json={"template": "product_update", "parameters": ["Trip limit-b", "Produk"]},
+        headers=API_AUTH,
+        timeout=30,
+    )
+    assert broadcast.status_code == 202, broadcast.text
+    for n in range(proofs):
+        proof = {"participant_id": buyers[n], "order_ref": f"ORD-{n}", "image_url": "https://img.test/1.jpg"}
+        response = httpx.post(
+            f"{runtime.api.url}/api/trips/limit-a/proofs",  # type: ignore[union-attr]
+            json=proof,
+            headers=API_AUTH,
+            timeout=30,
+        )
+        assert response.status_code == 202, response.text
+        time.sleep(proof_every)
+    return product_job, 2 * per_job + proofs
+
+
+def wait_for_sandbox(runtime: LocalRuntime, count: int, timeout: float) -> list[dict]:
+    """The sandbox's accepted messages once it holds ``count`` of them (AssertionError after ``timeout``)."""
+    assert runtime.sandbox is not None
+    deadline = time.monotonic() + timeout
+    while len(runtime.sandbox.messages()) < count:
+        assert time.monotonic() < deadline, f"{len(runtime.sandbox.messages())} of {count} sent"
+        time.sleep(0.2)
+    return runtime.sandbox.messages()
+
+
 def log_entries(runtime: LocalRuntime, job_id: str) -> list[dict]:
     ddb = runtime.client("dynamodb")
     items: list[dict] = []

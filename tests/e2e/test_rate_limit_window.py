@@ -9,22 +9,12 @@ is printed, not asserted: it is measured over a minute by ``bench/rate_window.py
 from __future__ import annotations
 
 import bisect
-import time
 from collections import Counter
 
-import httpx
 import pytest
 
 from localrun.runtime import LocalRuntime
-from tests.e2e.helpers import (
-    API_AUTH,
-    create_trip,
-    local_config,
-    log_entries,
-    rebuild_audience,
-    seed_participants,
-    upload_product,
-)
+from tests.e2e.helpers import local_config, log_entries, three_queue_backlog, wait_for_sandbox
 
 PROOFS = 10
 
@@ -49,37 +39,8 @@ def test_no_sliding_second_holds_more_sends_than_the_limit(limit: int, per_job: 
         esm_concurrency={"NotificationsQueue": 3, "BroadcastQueue": 2},
     )
     with LocalRuntime(config) as runtime:
-        assert runtime.sandbox is not None and runtime.api is not None
-        create_trip(runtime, "limit-a")
-        create_trip(runtime, "limit-b")
-        buyers = seed_participants(runtime, "limit-a", per_job)
-        seed_participants(runtime, "limit-b", per_job, start=per_job)  # other people: no pair limit
-        rebuild_audience(runtime.dynamodb_url, "limit-b")
-        product_job = upload_product(runtime, "limit-a")
-        broadcast = httpx.post(
-            f"{runtime.api.url}/api/trips/limit-b/broadcasts",
-            json={"template": "product_update", "parameters": ["Trip limit-b", "Produk"]},
-            headers=API_AUTH,
-            timeout=30,
-        )
-        assert broadcast.status_code == 202, broadcast.text
-        for n in range(PROOFS):  # the third queue, while the other two have their backlog
-            proof = {
-                "participant_id": buyers[n],
-                "order_ref": f"ORD-{n}",
-                "image_url": "https://img.test/1.jpg",
-            }
-            response = httpx.post(
-                f"{runtime.api.url}/api/trips/limit-a/proofs", json=proof, headers=API_AUTH, timeout=30
-            )
-            assert response.status_code == 202, response.text
-            time.sleep(0.5)
-        total = 2 * per_job + PROOFS
-        deadline = time.monotonic() + total / limit * 2 + 60
-        while len(runtime.sandbox.messages()) < total:
-            assert time.monotonic() < deadline, f"{len(runtime.sandbox.messages())} of {total} sent"
-            time.sleep(0.2)
-        messages = runtime.sandbox.messages()
+        product_job, total = three_queue_backlog(runtime, per_job, PROOFS, proof_every=0.5)
+        messages = wait_for_sandbox(runtime, total, timeout=total / limit * 2 + 60)
         runtime.wait_idle(60)
         statuses = Counter(e["status"]["S"] for e in log_entries(runtime, product_job))
 

@@ -117,7 +117,7 @@ def sender(settings, whatsapp_client, no_sleep):
     """A Sender on the scripted WhatsApp client, recording queues, a local token bucket and a test clock that
     moves only by the sleeps it is asked for."""
     from jastipin.delivery import Sender
-    from jastipin.rate_limit import TokenBucket
+    from tests.unit.limiters import TokenBucket
 
     return Sender(
         settings,

@@ -20,13 +20,13 @@ from jastipin.ids import stable_id
 from jastipin.inbound import apply_status
 from jastipin.jobs import Job, JobKind
 from jastipin.queues import JobQueues
-from jastipin.rate_limit import TokenBucket
 from jastipin.tables import Broadcast, Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
 from jastipin.webhook_payload import StatusUpdate
 from localrun.cfn_yaml import load_template
 from localrun.stack import LocalStack
 from tests.conftest import EVENTS, REGION, ROOT
 from tests.unit.conftest import RecordingQueues
+from tests.unit.limiters import TokenBucket
 
 TRIP = "jpn25"
 OWNER = "+6281234567890"

@@ -9,9 +9,9 @@ import pytest
 
 from jastipin.delivery import Deadline, Sender, SendingHalted
 from jastipin.jobs import Job, JobKind, Recipient
-from jastipin.rate_limit import TokenBucket
 from jastipin.tables import Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
 from tests.unit.conftest import RecordingQueues, graph_client
+from tests.unit.limiters import TokenBucket
 
 
 def phone(n: int) -> str:

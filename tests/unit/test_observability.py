@@ -286,7 +286,7 @@ def test_the_sender_counts_per_queue_and_type_times_sends_and_logs_no_pii(
     from aws_lambda_powertools import Metrics
 
     from jastipin.delivery import Deadline, Sender
-    from jastipin.rate_limit import TokenBucket
+    from tests.unit.limiters import TokenBucket
 
     observability.breakdown.clear()
     Metrics().clear_metrics()

@@ -7,7 +7,8 @@ import bisect
 import boto3
 import pytest
 
-from jastipin.rate_limit import GlobalRateLimiter, TokenBucket
+from jastipin.rate_limit import GlobalRateLimiter
+from tests.unit.limiters import TokenBucket
 
 
 class SimClock:

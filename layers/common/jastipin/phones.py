@@ -27,8 +27,3 @@ def to_e164(raw: str, region: str = DEFAULT_REGION) -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhoneNumber("not a valid phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def wa_digits(e164: str) -> str:
-    """The form the Cloud API takes in ``to``: digits only, country code first."""
-    return e164.lstrip("+")

@@ -24,9 +24,6 @@ class JobQueues:
             QueueName.PROOF_NOTIFY: settings.proof_notify_queue_url,
         }
 
-    def url(self, queue: QueueName) -> str:
-        return self._urls[queue]
-
     def is_fifo(self, queue: QueueName) -> bool:
         return self._urls[queue].endswith(".fifo")
 

@@ -12,8 +12,6 @@ the effective rate a little under the limit so that jitter between a slot's time
 arrival at Meta cannot push a window over it.
 
 ``NoRateLimit`` is what ``RATE_LIMIT_PER_SECOND=0`` selects (limit lifted, e.g. for benchmarks).
-
-``TokenBucket`` limits one process (tests, tools).
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ TTL_SECONDS = 24 * 3600
 
 
 class SendLimiter(Protocol):
-    """What the sender needs of a limiter (``GlobalRateLimiter``, ``NoRateLimit``, ``TokenBucket``)."""
+    """What the sender needs of a limiter: ``GlobalRateLimiter``, ``NoRateLimit`` (and the tests' own)."""
 
     def acquire(self, deadline: float | None = None) -> bool: ...
 
@@ -247,48 +245,6 @@ class NoRateLimit:
 
     def acquire(self, deadline: float | None = None) -> bool:
         return deadline is None or time.time() <= deadline
-
-    def expect(self, count: int) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-    def missed(self) -> None:
-        pass
-
-
-class TokenBucket:
-    """Classic token bucket for one process, thread-safe: ``acquire()`` blocks until a token is free."""
-
-    def __init__(
-        self,
-        rate_per_second: float,
-        burst: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.rate = rate_per_second
-        self.capacity = burst if burst is not None else max(1.0, rate_per_second)
-        self._tokens = self.capacity
-        self._clock, self._sleep = clock, sleep
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self, deadline: float | None = None) -> bool:
-        """``deadline`` is epoch seconds, like GlobalRateLimiter's: False when no token comes before it."""
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                wait = 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
-                if deadline is not None and time.time() + wait > deadline:
-                    return False
-                if wait == 0.0:
-                    self._tokens -= 1
-                    return True
-            self._sleep(wait)
 
     def expect(self, count: int) -> None:
         pass

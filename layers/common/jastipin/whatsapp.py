@@ -20,7 +20,6 @@ RATE_LIMIT_CODES = frozenset({4, 80007, 130429, 131048, 131056})  # app/WABA/thr
 RETRYABLE_CODES = RATE_LIMIT_CODES | frozenset({1, 2, 131000, 131016, 133004})  # unknown/service unavailable
 WINDOW_CLOSED_CODE = 131047  # re-engagement: more than 24 h since the user's last message
 MARKETING_OPT_OUT_CODE = 131050  # user stopped marketing messages
-INVALID_RECIPIENT_CODES = frozenset({131026, 131030, 131045, 100})
 USER_ID_NOT_SUPPORTED_CODE = 131062  # this message cannot go to a business-scoped user id (no phone known)
 CLEAR_REASONS = {USER_ID_NOT_SUPPORTED_CODE: "user_id_not_supported"}  # the log's reason, instead of the code
 
