@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "common")]
 
-from tests.e2e.helpers import local_config, three_queue_backlog, wait_for_sandbox  # noqa: E402
+from tests.e2e.helpers import three_queue_backlog, three_queue_config, wait_for_sandbox  # noqa: E402
 
 from bench.common import machine, max_in_window, table  # noqa: E402
 from localrun.runtime import LocalRuntime  # noqa: E402
@@ -33,11 +33,7 @@ PROOFS = 20
 
 def run(limit: int, per_job: int) -> tuple[int, float, int]:
     """Returns (most sends in any sliding second, mean sends per second sustained, sends)."""
-    config = local_config(
-        env={"RATE_LIMIT_PER_SECOND": str(limit), "CHUNK_SIZE": "50"},
-        esm_concurrency={"NotificationsQueue": 3, "BroadcastQueue": 2},
-    )
-    with LocalRuntime(config) as runtime:
+    with LocalRuntime(three_queue_config(limit)) as runtime:
         _, total = three_queue_backlog(runtime, per_job, PROOFS, proof_every=1.0)
         messages = wait_for_sandbox(runtime, total, timeout=total / limit * 2 + 60)
     times = sorted(m["received_at"] for m in messages)

@@ -140,6 +140,15 @@ def upload_product(runtime: LocalRuntime, trip: str, name: str = "Produk", price
     return response.json()["job_id"]
 
 
+def three_queue_config(limit: int) -> RuntimeConfig:
+    """The local runtime for ``three_queue_backlog`` at a rate limit of ``limit``: chunks of 50, 3 sender
+    instances on the notifications queue and 2 on the broadcast queue."""
+    return local_config(
+        env={"RATE_LIMIT_PER_SECOND": str(limit), "CHUNK_SIZE": "50"},
+        esm_concurrency={"NotificationsQueue": 3, "BroadcastQueue": 2},
+    )
+
+
 def three_queue_backlog(
     runtime: LocalRuntime, per_job: int, proofs: int, proof_every: float
 ) -> tuple[str, int]:

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from localrun.runtime import LocalRuntime
-from tests.e2e.helpers import local_config, log_entries, three_queue_backlog, wait_for_sandbox
+from tests.e2e.helpers import log_entries, three_queue_backlog, three_queue_config, wait_for_sandbox
 
 PROOFS = 10
 
@@ -34,11 +34,7 @@ def test_the_window_counter_counts_every_sliding_second() -> None:
 
 @pytest.mark.parametrize(("limit", "per_job"), [(10, 100), (50, 500)])
 def test_no_sliding_second_holds_more_sends_than_the_limit(limit: int, per_job: int) -> None:
-    config = local_config(
-        env={"RATE_LIMIT_PER_SECOND": str(limit), "CHUNK_SIZE": "50"},
-        esm_concurrency={"NotificationsQueue": 3, "BroadcastQueue": 2},
-    )
-    with LocalRuntime(config) as runtime:
+    with LocalRuntime(three_queue_config(limit)) as runtime:
         product_job, total = three_queue_backlog(runtime, per_job, PROOFS, proof_every=0.5)
         messages = wait_for_sandbox(runtime, total, timeout=total / limit * 2 + 60)
         runtime.wait_idle(60)
