@@ -6,8 +6,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from jastipin.rate_limit import SendLimiter
 
-class TokenBucket:
+
+class TokenBucket(SendLimiter):
     """Classic token bucket for one process, thread-safe: ``acquire()`` blocks until a token is free."""
 
     def __init__(
@@ -38,12 +40,3 @@ class TokenBucket:
                     self._tokens -= 1
                     return True
             self._sleep(wait)
-
-    def expect(self, count: int) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-    def missed(self) -> None:
-        pass

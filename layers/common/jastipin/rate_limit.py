@@ -30,15 +30,22 @@ TTL_SECONDS = 24 * 3600
 
 
 class SendLimiter(Protocol):
-    """What the sender needs of a limiter: ``GlobalRateLimiter``, ``NoRateLimit`` (and the tests' own)."""
+    """What the sender needs of a limiter: ``GlobalRateLimiter``, ``NoRateLimit`` (and the tests' own). A
+    limiter that keeps no reservations inherits the bookkeeping calls below, which do nothing."""
 
     def acquire(self, deadline: float | None = None) -> bool: ...
 
-    def expect(self, count: int) -> None: ...
+    def expect(self, count: int) -> None:
+        """The caller is about to make ``count`` sends."""
+        return None
 
-    def release(self) -> None: ...
+    def release(self) -> None:
+        """Give back what was reserved and not used."""
+        return None
 
-    def missed(self) -> None: ...
+    def missed(self) -> None:
+        """A slot handed out was not used in time."""
+        return None
 
 
 class GlobalRateLimiter:
@@ -238,19 +245,10 @@ class _Contended(Exception):
     """The schedule moved since we read it (another sender reserved slots)."""
 
 
-class NoRateLimit:
+class NoRateLimit(SendLimiter):
     """The limit lifted: every caller may send at once."""
 
     calls = 0
 
     def acquire(self, deadline: float | None = None) -> bool:
         return deadline is None or time.time() <= deadline
-
-    def expect(self, count: int) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-    def missed(self) -> None:
-        pass
