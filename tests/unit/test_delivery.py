@@ -3,6 +3,7 @@ ends with exactly one logged outcome; only transient failures are retried; redel
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -260,6 +261,13 @@ def test_a_timed_out_send_whose_status_arrives_in_the_backoff_is_not_sent_again(
 
     def status_arrives(seconds: float) -> None:
         no_sleep(seconds)
+        # The status comes through the webhook and a queue, after the failure's own log write has landed
+        # (the writer runs beside the send loop; the in-process moto would let two writes of one item race,
+        # which DynamoDB does not). A status that comes first is tests/e2e/test_status_race.py's case.
+        deadline = time.monotonic() + 5
+        while not list(NotificationLog.query("job_t", NotificationLog.participant_id == stalled.id)):
+            assert time.monotonic() < deadline, "the failure was never logged"
+            time.sleep(0.01)
         apply_status(
             StatusUpdate(
                 id="wamid.taken-by-meta",
