@@ -361,7 +361,7 @@ def test_purge_needs_the_queue_name_as_confirmation(admin, ctx, sqs, suffix, log
 
 
 def test_recent_outcomes_of_a_trip_newest_first_without_pii(admin, ctx):
-    from jastipin.tables import NotificationLog
+    from jastipin.data.models import NotificationLog
 
     start = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)
     for n, status in enumerate(["sent", "failed", "skipped", "failed", "delivered"]):

@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest
 
 from jastipin import audience, audience_counts
+from jastipin.data.models import ALL_MODELS, Contact, Participant, Trip, utcnow
 from jastipin.ids import stable_id
-from jastipin.tables import ALL_MODELS, Contact, Participant, Trip, utcnow
 from localrun.dynamo_local import DynaliteProcess
 from localrun.stack import LocalStack
 from tests.conftest import REGION, ROOT

@@ -58,8 +58,8 @@ def create_trip(ctx, slug: str) -> None:
 
 def add_member(trip: str, phone: str, name: str = "Ani") -> str:
     """A participant as a JOIN leaves one: membership plus a contact whose 24-hour window is open."""
+    from jastipin.data.models import Contact, Participant, utcnow
     from jastipin.runtime import services
-    from jastipin.tables import Contact, Participant, utcnow
 
     services()  # binds the models to this deployment's tables
     participant_id = stable_id("p", phone)

@@ -26,8 +26,8 @@ def aws() -> Iterator[LocalStack]:
 
 @pytest.fixture
 def settings(aws: LocalStack, monkeypatch: pytest.MonkeyPatch):
+    from jastipin.data.models import bind_tables
     from jastipin.settings import Settings
-    from jastipin.tables import bind_tables
 
     for name, value in settings_env(aws, WA_API_BASE_URL="https://graph.test").items():
         monkeypatch.setenv(name, value)

@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 import pytest
 
 from jastipin import audience, audience_counts, broadcasts
+from jastipin.data.models import AudienceShard, Contact, Participant, ParticipantStatus, Trip, utcnow
 from jastipin.delivery import mark_marketing_opt_out
 from jastipin.ids import stable_id
 from jastipin.inbound import CommandHandler, apply_preference
 from jastipin.jobs import AudienceFilter, Recipient
-from jastipin.tables import AudienceShard, Contact, Participant, ParticipantStatus, Trip, utcnow
 from jastipin.trips import CreateTripRequest, create_trip
 from jastipin.webhook_payload import InboundMessage, UserPreference, WebhookContact
 from tests.unit.test_inbound import Queued

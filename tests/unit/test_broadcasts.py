@@ -14,13 +14,21 @@ import pytest
 from moto import mock_aws
 
 from jastipin import audience, broadcasts, ledger, proofs, templates
+from jastipin.data.models import (
+    Broadcast,
+    Contact,
+    NotificationLog,
+    Participant,
+    ParticipantStatus,
+    Trip,
+    utcnow,
+)
 from jastipin.delivery import Deadline, Sender
 from jastipin.errors import Conflict, NotFound, Unprocessable
 from jastipin.ids import stable_id
 from jastipin.inbound import apply_status
 from jastipin.jobs import Job, JobKind
 from jastipin.queues import JobQueues
-from jastipin.tables import Broadcast, Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
 from jastipin.webhook_payload import StatusUpdate
 from localrun.cfn_yaml import load_template
 from localrun.stack import LocalStack

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
+from jastipin.data.models import Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
 from jastipin.delivery import Deadline, Sender, SendingHalted
 from jastipin.jobs import Job, JobKind, Recipient
-from jastipin.tables import Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
 from tests.unit.conftest import RecordingQueues, graph_client
 from tests.unit.limiters import TokenBucket
 
@@ -359,15 +359,15 @@ def test_a_slow_log_holds_up_no_send_and_every_outcome_is_written(sender, graph,
     import threading
     import time as real_time
 
-    from jastipin import notification_log
+    from jastipin.data import notifications_log
 
-    record = notification_log.record
+    record = notifications_log.record
 
     def slow_record(*args, **kwargs):
         real_time.sleep(0.05)
         return record(*args, **kwargs)
 
-    monkeypatch.setattr(notification_log, "record", slow_record)
+    monkeypatch.setattr(notifications_log, "record", slow_record)
     recipients = seed(40)
     done = threading.Event()
     result = []

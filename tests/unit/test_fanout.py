@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
+from jastipin.data.models import FanOutProgress, Participant, ParticipantStatus, Trip
 from jastipin.fanout import PAGE_RESERVE_SECONDS, FanOut, FanOutTakenOver
 from jastipin.jobs import Job, JobKind, Recipient
-from jastipin.tables import FanOutProgress, Participant, ParticipantStatus, Trip
 
 TRIP = "jpn25"
 

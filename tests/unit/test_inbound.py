@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 
 from jastipin import texts
+from jastipin.data.models import Contact, NotificationLog, Participant, Product, Trip, utcnow
 from jastipin.inbound import CommandHandler, apply_preference, apply_status
 from jastipin.jobs import Job
-from jastipin.tables import Contact, NotificationLog, Participant, Product, Trip, utcnow
 from jastipin.webhook_payload import (
     InboundMessage,
     StatusUpdate,

@@ -1,4 +1,4 @@
-"""The notifications log's merge rules (``jastipin.notification_log``) against moto: whatever the order of the
+"""The notifications log's merge rules (``data.notifications_log``) against moto: whatever the order of the
 sender's outcome and Meta's statuses, duplicated or reversed, the entry ends at the furthest status with the
 job's fields and Meta's pricing; nothing moves backwards; ``failed`` is final; a status nobody can place is
 kept, not lost."""
@@ -10,8 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from jastipin import notification_log as log
-from jastipin.tables import LogStatus, NotificationLog, utcnow
+from jastipin.data import notifications_log as log
+from jastipin.data.models import LogStatus, NotificationLog, utcnow
 
 JOB, PID, TRIP, WAMID = "job_1", "p_1", "jpn25", "wamid.A"
 

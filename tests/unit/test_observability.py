@@ -258,7 +258,7 @@ def test_breakdown_publishes_per_queue_and_message_type(capsys):
 
 @pytest.fixture
 def seeded(settings):
-    from jastipin.tables import Contact, Participant, Trip, utcnow
+    from jastipin.data.models import Contact, Participant, Trip, utcnow
 
     Trip("jpn25", title="Jastip Jepang", owner_phone="+6281234567890").save()
     recipients = []

@@ -14,8 +14,8 @@ from pydantic import BaseModel
 
 from jastipin.admin import ADMIN_QUEUES, PurgeRequest, RedriveRequest
 from jastipin.broadcasts import BroadcastRequest, EstimateQuery
+from jastipin.data.models import BroadcastStatus, LogStatus
 from jastipin.proofs import ProofRequest
-from jastipin.tables import BroadcastStatus, LogStatus
 from jastipin.templates import TemplateCategory
 from jastipin.trips import CreateTripRequest, NewProductRequest
 from localrun.cfn_yaml import load_template

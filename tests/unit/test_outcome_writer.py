@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from jastipin.data.models import LogStatus
 from jastipin.delivery import Outcome, _OutcomeWriter
 from jastipin.jobs import Recipient
-from jastipin.tables import LogStatus
 
 
 def outcome(rid: str, attempts: int, status: LogStatus = LogStatus.QUEUED) -> Outcome:

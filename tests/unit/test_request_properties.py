@@ -400,9 +400,9 @@ def load_handler(name: str) -> ModuleType:
 
 @pytest.fixture
 def enqueue(settings, monkeypatch) -> Iterator[ModuleType]:
+    from jastipin.data.models import Participant, Trip
     from jastipin.runtime import services
     from jastipin.settings import get_settings
-    from jastipin.tables import Participant, Trip
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # mock_aws, whatever ran before
     get_settings.cache_clear()

@@ -263,7 +263,7 @@ def test_log_table_indexes(resources: dict[str, Any]) -> None:
 def test_log_indexes_match_the_pynamodb_model(resources: dict[str, Any]) -> None:
     from pynamodb.indexes import GlobalSecondaryIndex
 
-    from jastipin.tables import NotificationLog
+    from jastipin.data.models import NotificationLog
 
     gsis = resources["NotificationsLogTable"]["Properties"]["GlobalSecondaryIndexes"]
     in_template = {g["IndexName"]: g["Projection"]["ProjectionType"] for g in gsis}

@@ -1,4 +1,4 @@
-"""The log entries of a trip (``jastipin.notification_log.trip_log``): the keys-only ``by_trip_keys`` index
+"""The log entries of a trip (``data.notifications_log.trip_log``): the keys-only ``by_trip_keys`` index
 gives the order, the table the entries, a broadcast's chunk by one Query on its job, scattered keys by
 BatchGetItem."""
 
@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jastipin.admin import recent_outcomes
-from jastipin.notification_log import trip_log
-from jastipin.tables import NotificationLog
+from jastipin.data.models import NotificationLog
+from jastipin.data.notifications_log import trip_log
 
 START = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)
 BIG_JOB, BIG = "bc_big", 250  # a broadcast: many entries under one job

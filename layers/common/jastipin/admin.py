@@ -201,7 +201,7 @@ def dlq_message_view(message: dict[str, Any], now: float) -> DlqMessage:
 
 def with_progress(messages: list[DlqMessage]) -> list[DlqMessage]:
     """Fan-out messages get their job's progress (one BatchGetItem per 100 jobs)."""
-    from jastipin.tables import FanOutProgress
+    from jastipin.data.models import FanOutProgress
 
     ids = sorted({m.job_id for m in messages if m.fan_out and m.job_id})
     found = {p.job_id: p for p in FanOutProgress.batch_get(ids)} if ids else {}
@@ -490,13 +490,13 @@ def recent_outcomes(
     status: str | None = None,
     time_left: TimeLeft = unlimited,
 ) -> TripOutcomes:
-    """The trip's newest log entries, optionally of one status only (``notification_log.trip_log``, newest
+    """The trip's newest log entries, optionally of one status only (``notifications_log.trip_log``, newest
     first).
 
     Without a status the newest ``limit`` keys are fetched by BatchGetItem; with one, the walk may cover the
     trip's whole log (few entries fail), so a broadcast's entries are read by Query on the job instead."""
-    from jastipin.notification_log import trip_log
-    from jastipin.tables import LogStatus
+    from jastipin.data.models import LogStatus
+    from jastipin.data.notifications_log import trip_log
 
     trip_id = normalise_trip_id(trip_id)
     if status is not None and status not in {s.value for s in LogStatus}:

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from jastipin.data.models import Contact, Participant, ParticipantStatus, utcnow
 from jastipin.jobs import AudienceFilter, Recipient
-from jastipin.tables import Contact, Participant, ParticipantStatus, utcnow
 
 DEFAULT_ACTIVE_WITHIN_DAYS = 7  # spec: "Hanya peserta aktif dalam 7 hari terakhir"
 MAX_ACTIVE_WITHIN_DAYS = 30

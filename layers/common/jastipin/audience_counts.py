@@ -52,8 +52,8 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist
 
+from jastipin.data.models import AudienceShard, Contact, Participant, ParticipantStatus, Trip
 from jastipin.jobs import AudienceFilter
-from jastipin.tables import AudienceShard, Contact, Participant, ParticipantStatus, Trip
 
 logger = Logger(child=True)
 
@@ -416,7 +416,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     import argparse
     import os
 
-    from jastipin.tables import ALL_MODELS
+    from jastipin.data.models import ALL_MODELS
 
     parser = argparse.ArgumentParser(prog="python -m jastipin.audience_counts")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -24,13 +24,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pynamodb.exceptions import DoesNotExist, PutError
 
 from jastipin import audience, audience_counts, texts
+from jastipin.data.models import Broadcast, BroadcastStatus, Trip
 from jastipin.errors import Conflict
 from jastipin.ids import new_id, stable_id
 from jastipin.jobs import AudienceFilter, Job, JobKind, TemplateRef
 from jastipin.queues import JobQueues
 from jastipin.safe_text import clean_line
 from jastipin.settings import Settings
-from jastipin.tables import Broadcast, BroadcastStatus, Trip
 from jastipin.templates import TemplateCategory, TemplateSpec, rate_rupiah, registry
 from jastipin.trips import get_trip
 

@@ -27,15 +27,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from jastipin import notification_log
-from jastipin.fanout import FanOut, FanOutTakenOver
-from jastipin.ids import stable_id
-from jastipin.jobs import Job, JobKind, Recipient
-from jastipin.observability import breakdown
-from jastipin.queues import JobQueues
-from jastipin.rate_limit import SendLimiter
-from jastipin.settings import Settings
-from jastipin.tables import (
+from jastipin.data import notifications_log
+from jastipin.data.models import (
     FINAL_STATUSES,
     Contact,
     LogStatus,
@@ -45,6 +38,13 @@ from jastipin.tables import (
     log_key,
     utcnow,
 )
+from jastipin.fanout import FanOut, FanOutTakenOver
+from jastipin.ids import stable_id
+from jastipin.jobs import Job, JobKind, Recipient
+from jastipin.observability import breakdown
+from jastipin.queues import JobQueues
+from jastipin.rate_limit import SendLimiter
+from jastipin.settings import Settings
 from jastipin.whatsapp import (
     Address,
     AuthError,
@@ -151,8 +151,8 @@ def _follow_user_id_changes(recipients: list[Recipient]) -> list[Recipient]:
     ]
 
 
-def _as_logged(o: Outcome) -> notification_log.Outcome:
-    return notification_log.Outcome(
+def _as_logged(o: Outcome) -> notifications_log.Outcome:
+    return notifications_log.Outcome(
         o.recipient.id, o.status, o.attempts, o.provider_msg_id, o.reason, o.error_code
     )
 
@@ -368,7 +368,7 @@ class Sender:
     def _previous_outcomes(self, job: Job, recipients: list[Recipient]) -> dict[str, tuple[str, int]]:
         """The log's view of these recipients. A stub (a status that came before this job's outcome, whose
         invocation then ended) is completed here: the message went out, nothing is sent again."""
-        found = notification_log.previous(job.job_id, [r.id for r in recipients])
+        found = notifications_log.previous(job.job_id, [r.id for r in recipients])
         stubs = [
             Outcome(r, LogStatus.SENT, max(1, found[r.id].attempts), found[r.id].provider_msg_id)
             for r in recipients
@@ -381,7 +381,7 @@ class Sender:
     def _already_out(self, job: Job, recipients: list[Recipient]) -> set[str]:
         """Recipients whose message a status has shown to be out (sent, delivered, read, or failed at Meta)
         although this invocation saw the send fail: a timed-out send that Meta took. Not sent again."""
-        found = notification_log.previous(job.job_id, [r.id for r in recipients])
+        found = notifications_log.previous(job.job_id, [r.id for r in recipients])
         return {
             pid
             for pid, p in found.items()
@@ -715,12 +715,12 @@ class Sender:
         """Record one outcome, in the calling thread (``_OutcomeWriter`` runs it on the log pool)."""
         message_type, expires = job.template or job.kind.value, log_expiry(self.settings)
         if o.status is LogStatus.SKIPPED:
-            notification_log.record_many(job.job_id, job.trip_id, message_type, [_as_logged(o)], expires)
+            notifications_log.record_many(job.job_id, job.trip_id, message_type, [_as_logged(o)], expires)
         else:
-            notification_log.record(job.job_id, job.trip_id, message_type, _as_logged(o), expires)
+            notifications_log.record(job.job_id, job.trip_id, message_type, _as_logged(o), expires)
 
     def _write_log(self, job: Job, outcomes: Iterable[Outcome]) -> None:
-        """Record outcomes (``jastipin.notification_log``): skips in one batch (no status can race them),
+        """Record outcomes (``data.notifications_log``): skips in one batch (no status can race them),
         the rest as merges with any status that arrived first, side by side."""
         expires = log_expiry(self.settings)
         message_type = job.template or job.kind.value
@@ -728,10 +728,10 @@ class Sender:
         skips = [o for o in as_logged if o.status is LogStatus.SKIPPED]
         others = [o for o in as_logged if o.status is not LogStatus.SKIPPED]
         if skips:
-            notification_log.record_many(job.job_id, job.trip_id, message_type, skips, expires)
+            notifications_log.record_many(job.job_id, job.trip_id, message_type, skips, expires)
         list(
             self._log_pool.map(
-                lambda o: notification_log.record(job.job_id, job.trip_id, message_type, o, expires), others
+                lambda o: notifications_log.record(job.job_id, job.trip_id, message_type, o, expires), others
             )
         )
 

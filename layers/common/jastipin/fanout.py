@@ -28,10 +28,10 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from jastipin import audience
+from jastipin.data.models import FanOutProgress, log_expiry, utcnow
 from jastipin.jobs import Job, Recipient
 from jastipin.queues import SQS_BATCH, JobQueues
 from jastipin.settings import Settings
-from jastipin.tables import FanOutProgress, log_expiry, utcnow
 
 logger = Logger(child=True)
 metrics = Metrics()

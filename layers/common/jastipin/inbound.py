@@ -17,14 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from pynamodb.expressions.update import Action
 
-from jastipin import audience_counts, notification_log, texts
+from jastipin import audience_counts, texts
 from jastipin.audience_counts import hour_start
 from jastipin.commands import Command, CommandKind, parse_command
-from jastipin.ids import stable_id
-from jastipin.jobs import Job, JobKind, Recipient, sqs_safe_json
-from jastipin.phones import InvalidPhoneNumber, to_e164
-from jastipin.queues import JobQueues, QueueError
-from jastipin.tables import (
+from jastipin.data import notifications_log
+from jastipin.data.models import (
     Contact,
     LogStatus,
     Participant,
@@ -33,6 +30,10 @@ from jastipin.tables import (
     parse_log_key,
     utcnow,
 )
+from jastipin.ids import stable_id
+from jastipin.jobs import Job, JobKind, Recipient, sqs_safe_json
+from jastipin.phones import InvalidPhoneNumber, to_e164
+from jastipin.queues import JobQueues, QueueError
 from jastipin.trips import latest_products
 from jastipin.webhook_payload import (
     InboundMessage,
@@ -311,13 +312,13 @@ class CommandHandler:
 
 
 def apply_status(status: StatusUpdate, log_ttl_days: float = 3) -> bool:
-    """Apply one of Meta's statuses to the notifications log (``jastipin.notification_log``: kept even when
+    """Apply one of Meta's statuses to the notifications log (``data.notifications_log``: kept even when
     it arrives before the sender's outcome); returns False when nothing changed (a duplicate or an older
     status). A status the log cannot place is kept until it expires, and counted."""
     if not status_worth_keeping(status):
         return False
     new = LogStatus(status.status)
-    change = notification_log.StatusChange(
+    change = notifications_log.StatusChange(
         wamid=status.id,
         status=new,
         key=parse_log_key(status.biz_opaque_callback_data),
@@ -326,7 +327,7 @@ def apply_status(status: StatusUpdate, log_ttl_days: float = 3) -> bool:
         pricing_type=status.pricing.type if status.pricing else None,
         billable=status.pricing.billable if status.pricing else None,
     )
-    result = notification_log.apply_status(change, utcnow() + timedelta(days=log_ttl_days))
+    result = notifications_log.apply_status(change, utcnow() + timedelta(days=log_ttl_days))
     if result in ("kept", "unknown"):
         name = "StatusBeforeOutcome" if result == "kept" else "StatusForUnknownMessage"
         with single_metric(name=name, unit=MetricUnit.Count, value=1) as metric:

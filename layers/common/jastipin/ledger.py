@@ -2,7 +2,7 @@
 
 - Estimated: the broadcast records (``Broadcast``, kept for good).
 - Sent and billed: the notifications log, the trip's entries listed by its keys-only ``by_trip_keys`` index
-  and read from the table (``notification_log.trip_log``: a broadcast's chunks by Query on the job, the odd
+  and read from the table (``notifications_log.trip_log``: a broadcast's chunks by Query on the job, the odd
   reply by BatchGetItem; no Scan). Counting per status at write time was not chosen: it would put back one
   write per delivered/read status, the very write the keys-only index removed.
   Each entry's status counts (sent / delivered / read / failed / skipped). Whether Meta bills a message is
@@ -26,9 +26,9 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 
 from jastipin import broadcasts
-from jastipin.notification_log import trip_log
+from jastipin.data.models import Broadcast, LogStatus, NotificationLog, utcnow
+from jastipin.data.notifications_log import trip_log
 from jastipin.settings import Settings
-from jastipin.tables import Broadcast, LogStatus, NotificationLog, utcnow
 from jastipin.templates import rate_rupiah, rates
 from jastipin.trips import get_trip
 

@@ -19,13 +19,13 @@ from pynamodb.exceptions import DoesNotExist
 
 from jastipin import texts
 from jastipin.broadcasts import template_parameter
+from jastipin.data.models import Participant
 from jastipin.errors import Unprocessable
 from jastipin.ids import stable_id
 from jastipin.jobs import Job, JobKind, Recipient
 from jastipin.queues import JobQueues
 from jastipin.safe_text import CleanText
 from jastipin.settings import Settings
-from jastipin.tables import Participant
 from jastipin.templates import PROOF_TEMPLATE, registry
 from jastipin.trips import get_trip
 

@@ -93,7 +93,7 @@ class Services:
 
 @lru_cache(maxsize=1)
 def services() -> Services:
-    from jastipin.tables import bind_tables
+    from jastipin.data.models import bind_tables
 
     settings = get_settings()
     bind_tables(settings)

@@ -10,13 +10,13 @@ from pynamodb.exceptions import DoesNotExist, PutError
 
 from jastipin import texts
 from jastipin.commands import normalise_slug
+from jastipin.data.models import Product, Trip, WindowPolicy
 from jastipin.errors import Conflict, NotFound
 from jastipin.ids import new_id
 from jastipin.jobs import Job, JobKind, TemplateRef
 from jastipin.phones import InvalidPhoneNumber, to_e164
 from jastipin.queues import JobQueues
 from jastipin.safe_text import CleanLine, CleanText
-from jastipin.tables import Product, Trip, WindowPolicy
 
 MAX_PRICE = 10**12
 

@@ -30,7 +30,7 @@ from aws_lambda_powertools import Logger
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 
-from jastipin.tables import (
+from jastipin.data.models import (
     FINAL_STATUSES,
     STATUS_RANK,
     LogStatus,

@@ -8,7 +8,7 @@ Access patterns (all GetItem/Query/BatchGet, no Scan on a hot path):
 - 3 latest products: ``Product.query(trip_id, scan_index_forward=False, limit=3)``
 - log entry by provider message id: ``NotificationLog.by_provider_msg_id.query(wamid)``
 - log entries of a job: ``NotificationLog.query(job_id)``; of a trip, in time order:
-  ``notification_log.trip_log(trip)`` (the keys-only ``by_trip_keys`` index gives the keys, the table the
+  ``notifications_log.trip_log(trip)`` (the keys-only ``by_trip_keys`` index gives the keys, the table the
   entries)
 - broadcasts of a trip (the ledger): ``Broadcast.query(trip_id)``
 """
@@ -164,7 +164,7 @@ class ByProviderMsgId(GlobalSecondaryIndex["NotificationLog"]):  # type: ignore[
 class ByTripKeys(GlobalSecondaryIndex["NotificationLog"]):  # type: ignore[no-untyped-call]
     # Keys only (job_id, participant_id, trip_id, created_at), none of which a status update changes: the
     # delivered/read updates write the table alone. Readers get the entries from the table
-    # (``notification_log.trip_log``).
+    # (``notifications_log.trip_log``).
     class Meta:
         index_name = "by_trip_keys"
         projection = KeysOnlyProjection()
@@ -181,7 +181,7 @@ class NotificationLog(Model):
 
     job_id = UnicodeAttribute(hash_key=True)
     participant_id = UnicodeAttribute(range_key=True)
-    # None on a stub: a status that arrived before the sender recorded the outcome (jastipin.notification_log)
+    # None on a stub: a status that arrived before the sender recorded the outcome (data.notifications_log)
     trip_id = UnicodeAttribute(null=True)
     message_type = UnicodeAttribute(null=True)
     status = UnicodeAttribute()
