@@ -30,7 +30,7 @@ from tests.e2e.helpers import API_AUTH, create_trip, phone, rebuild_audience, se
 
 from bench.common import machine
 from jastipin import audience
-from jastipin.tables import ALL_MODELS, Trip
+from jastipin.data.models import ALL_MODELS, Trip
 from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "estimate.md"
