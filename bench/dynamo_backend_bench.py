@@ -10,7 +10,8 @@ local runtime's; dynalite: ``localrun.dynamo_local.DynaliteProcess``), the templ
 10,000-member trip and the rest in 100-member trips. Timed afterwards, each ``--runs`` times (the median is
 the figure): the 100-member trip's Query (one page), paging through the 10,000-member trip with Limit 1000, a
 GetItem, a BatchWriteItem of 25 new items, and the 100-member trip's Query from 8 clients at once (queries/s
-over ``--concurrent-seconds``). Items are shaped as the functions write them (tests/e2e/helpers.py)."""
+over ``--concurrent-seconds``). Items are shaped as the functions write them (see
+``localrun.client.seed_participants``)."""
 
 from __future__ import annotations
 

@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from tests.e2e.helpers import API_AUTH, create_trip, phone, rebuild_audience, seed_participants
 
 from bench.common import machine
 from jastipin import audience
 from jastipin.data.models import ALL_MODELS, Trip
+from localrun.client import API_AUTH, create_trip, phone, rebuild_audience, seed_participants
 from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "estimate.md"

@@ -21,9 +21,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.e2e.helpers import create_trip, log_entries, seed_participants, upload_product
-
 from bench.common import machine
+from localrun.client import create_trip, log_entries, seed_participants, upload_product
 from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
 
 

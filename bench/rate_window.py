@@ -22,9 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "common")]
 
-from tests.e2e.helpers import three_queue_backlog, three_queue_config, wait_for_sandbox  # noqa: E402
-
 from bench.common import machine, max_in_window, table  # noqa: E402
+from localrun.client import three_queue_backlog, three_queue_config, wait_for_sandbox  # noqa: E402
 from localrun.runtime import LocalRuntime  # noqa: E402
 
 TARGET_MEAN = 0.95

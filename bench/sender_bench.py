@@ -27,9 +27,8 @@ sys.path[:0] = [
     str(Path(__file__).resolve().parent.parent / "layers" / "common"),
 ]
 
-from tests.e2e.helpers import create_trip, seed_participants, upload_product  # noqa: E402
-
 from bench.common import cpu_seconds, machine, max_in_window, peak_rss_mb, table  # noqa: E402
+from localrun.client import create_trip, seed_participants, upload_product  # noqa: E402
 from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port  # noqa: E402
 
 SEND_CONCURRENCY = 8

@@ -31,11 +31,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "common")]
 
-from tests.e2e.helpers import create_trip, log_entries, phone, seed_participants, upload_product  # noqa: E402
-
 from bench.common import cpu_seconds, machine, table  # noqa: E402
 from bench.sender_bench import SandboxProcess  # noqa: E402
 from bench.webhook_bench import inbound, status  # noqa: E402
+from localrun.client import create_trip, log_entries, phone, seed_participants, upload_product  # noqa: E402
 from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port  # noqa: E402
 from localrun.sandbox import sign  # noqa: E402
 

@@ -21,9 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "common")]
 
-from tests.e2e.helpers import create_trip, log_entries, phone, seed_participants, upload_product  # noqa: E402
-
 from bench.common import machine, table  # noqa: E402
+from localrun.client import create_trip, log_entries, phone, seed_participants, upload_product  # noqa: E402
 from localrun.runtime import LocalRuntime, RuntimeConfig, free_port  # noqa: E402
 
 FINAL = {"sent", "delivered", "read", "failed", "skipped"}

@@ -33,9 +33,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "common")]
 
-from tests.e2e.helpers import create_trip, phone, seed_participants, upload_product  # noqa: E402
-
 from bench.common import machine, table  # noqa: E402
+from localrun.client import create_trip, phone, seed_participants, upload_product  # noqa: E402
 from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port  # noqa: E402
 from localrun.sandbox import sign, webhook_envelope  # noqa: E402
 
