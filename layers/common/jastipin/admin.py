@@ -201,10 +201,9 @@ def dlq_message_view(message: dict[str, Any], now: float) -> DlqMessage:
 
 def with_progress(messages: list[DlqMessage]) -> list[DlqMessage]:
     """Fan-out messages get their job's progress (one BatchGetItem per 100 jobs)."""
-    from jastipin.data.models import FanOutProgress
+    from jastipin.data import fanout_progress
 
-    ids = sorted({m.job_id for m in messages if m.fan_out and m.job_id})
-    found = {p.job_id: p for p in FanOutProgress.batch_get(ids)} if ids else {}
+    found = fanout_progress.many(sorted({m.job_id for m in messages if m.fan_out and m.job_id}))
     views = {
         job_id: FanOutView(
             chunks_queued=int(p.next_chunk),

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from jastipin.data import contacts, participants
 from jastipin.data.models import Contact, Participant, ParticipantStatus, utcnow
 from jastipin.jobs import AudienceFilter, Recipient
 
@@ -69,22 +70,17 @@ def pages(
 ) -> Iterator[tuple[str, list[Recipient]]]:
     """The recipients of the trip's participants after ``after`` (participant id order), 100 participants
     at a time: ``(the last participant id read, the recipients among them)``; a page may hold none."""
-    members = Participant.query(
-        trip_id,
-        Participant.participant_id > after if after else None,
-        filter_condition=Participant.status == ParticipantStatus.ACTIVE.value,
-        page_size=QUERY_PAGE,
-    )
+    members = participants.active(trip_id, after=after, page_size=QUERY_PAGE)
     for page in chunked(members, PAGE):
-        contacts: dict[str, Contact] = {}
+        known: dict[str, Contact] = {}
         if criteria is not None:
-            contacts = {c.wa_key: c for c in Contact.batch_get(list({p.wa_key for p in page}))}
+            known = contacts.many(p.wa_key for p in page)
         yield (
             page[-1].participant_id,
             [
                 Recipient(id=p.participant_id, phone=p.phone, user_id=p.user_id, name=p.name)
                 for p in page
-                if is_in_audience(p, contacts.get(p.wa_key), criteria)
+                if is_in_audience(p, known.get(p.wa_key), criteria)
             ],
         )
 

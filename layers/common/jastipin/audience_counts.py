@@ -50,8 +50,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import DoesNotExist
 
+from jastipin.data import contacts, participants
+from jastipin.data import trips as trip_records
 from jastipin.data.models import AudienceShard, Contact, Participant, ParticipantStatus, Trip
 from jastipin.jobs import AudienceFilter
 
@@ -222,20 +223,15 @@ def sync_person(wa_key: str) -> int:
     from jastipin.ids import stable_id
 
     participant_id = stable_id("p", wa_key)
-    trips = [m.trip_id for m in Participant.by_participant.query(participant_id)]
+    trips = [m.trip_id for m in participants.memberships(participant_id)]
     return sum(sync_member(trip_id, participant_id) for trip_id in trips)
 
 
 def _wanted_code(trip_id: str, participant_id: str) -> int | None:
-    try:
-        participant = Participant.get(trip_id, participant_id, consistent_read=True)
-    except DoesNotExist:
+    participant = participants.get(trip_id, participant_id, consistent=True)
+    if participant is None:
         return None
-    try:
-        contact = Contact.get(participant.wa_key, consistent_read=True)
-    except DoesNotExist:
-        contact = None
-    return code_of(participant, contact)
+    return code_of(participant, contacts.get(participant.wa_key))
 
 
 def _create(client: Any, trip_id: str, shard: int) -> None:
@@ -364,11 +360,10 @@ def rebuild(trip_id: str) -> int:
 
     shards: list[dict[str, int]] = [{} for _ in range(SHARDS)]
     members = 0
-    query = Participant.query(trip_id, consistent_read=True, page_size=1000)
-    for page in chunked(query, PAGE):
-        contacts = {c.wa_key: c for c in Contact.batch_get(list({p.wa_key for p in page}))}
+    for page in chunked(participants.of_trip(trip_id), PAGE):
+        known = contacts.many(p.wa_key for p in page)
         for participant in page:
-            code = code_of(participant, contacts.get(participant.wa_key))
+            code = code_of(participant, known.get(participant.wa_key))
             if code is not None:
                 shards[shard_of(participant.participant_id)][participant.participant_id] = code
                 members += 1
@@ -392,7 +387,7 @@ def rebuild(trip_id: str) -> int:
                 "hist": {"M": {entry: {"N": str(n)} for entry, n in hist.items()}},
             },
         )
-    Trip(trip_id).update(actions=[Trip.audience_counted.set(True)])
+    trip_records.mark_counted(trip_id)
     return members
 
 

@@ -21,9 +21,9 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pynamodb.exceptions import DoesNotExist, PutError
 
 from jastipin import audience, audience_counts, texts
+from jastipin.data import broadcasts as broadcast_records
 from jastipin.data.models import Broadcast, BroadcastStatus, Trip
 from jastipin.errors import Conflict
 from jastipin.ids import new_id, stable_id
@@ -171,7 +171,7 @@ def submit(trip_id: str, request: BroadcastRequest, settings: Settings, queues: 
     key = request.idempotency_key
     broadcast_id = stable_id("bc", trip.trip_id, key) if key else new_id("bc")
     if key:
-        existing = _find(trip.trip_id, broadcast_id)
+        existing = broadcast_records.get(trip.trip_id, broadcast_id)
         if existing is not None:
             return _replay(existing, request, queues)
     found = _estimate(trip, spec, criteria, request.active_within_days, settings)
@@ -190,23 +190,12 @@ def submit(trip_id: str, request: BroadcastRequest, settings: Settings, queues: 
         idempotency_key=key,
         fingerprint=request.fingerprint(),
     )
-    try:
-        record.save(condition=Broadcast.broadcast_id.does_not_exist())
-    except PutError as exc:
-        if exc.cause_response_code != "ConditionalCheckFailedException":
-            raise
-        existing = _find(trip.trip_id, broadcast_id)  # the same key, submitted concurrently
+    if not broadcast_records.create(record):
+        existing = broadcast_records.get(trip.trip_id, broadcast_id)  # the same key, submitted concurrently
         assert existing is not None
         return _replay(existing, request, queues)
     _queue(record, queues)
     return broadcast_view(record, duplicate=False)
-
-
-def _find(trip_id: str, broadcast_id: str) -> Broadcast | None:
-    try:
-        return Broadcast.get(trip_id, broadcast_id, consistent_read=True)
-    except DoesNotExist:
-        return None
 
 
 def _replay(existing: Broadcast, request: BroadcastRequest, queues: JobQueues) -> dict[str, Any]:
@@ -241,7 +230,7 @@ def job_of(record: Broadcast) -> Job:
 
 def _queue(record: Broadcast, queues: JobQueues) -> None:
     queues.send(job_of(record))
-    record.update(actions=[Broadcast.status.set(BroadcastStatus.QUEUED.value)])
+    broadcast_records.mark_queued(record)
 
 
 def estimate_view(record: Broadcast) -> dict[str, Any]:

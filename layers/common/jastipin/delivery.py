@@ -25,9 +25,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import ClientError
 
-from jastipin.data import notifications_log
+from jastipin.data import STORE_ERRORS, contacts, notifications_log, participants
 from jastipin.data.models import (
     FINAL_STATUSES,
     Contact,
@@ -124,12 +123,7 @@ def _follow_user_id_changes(recipients: list[Recipient]) -> list[Recipient]:
     for _ in range(MAX_USER_ID_MOVES):
         if not to_read:
             break
-        keys = [f"bsuid:{u}" for u in to_read]
-        found = {
-            c.user_id: c.moved_to
-            for c in Contact.batch_get(keys, attributes_to_get=["wa_key", "user_id", "moved_to"])
-            if c.moved_to and c.user_id
-        }
+        found = contacts.forwards(to_read)
         moved.update(found)
         to_read = set(found.values()) - set(moved)
     if not moved:
@@ -282,13 +276,9 @@ class MembershipWatch:
             return participant_id in self._left
 
     def _refresh(self) -> None:
-        keys = [(self._trip_id, pid) for pid in self._unsent if pid not in self._left]
-        active = {
-            m.participant_id
-            for m in Participant.batch_get(keys, attributes_to_get=["participant_id", "status"])
-            if m.status == ParticipantStatus.ACTIVE.value
-        }
-        self._left |= {pid for _, pid in keys if pid not in active}
+        unsent = [pid for pid in self._unsent if pid not in self._left]
+        active = participants.active_among(self._trip_id, unsent)
+        self._left |= {pid for pid in unsent if pid not in active}
         self._read_at = self._clock()
 
 
@@ -400,18 +390,16 @@ class Sender:
             return [], [], set()
         memberships: dict[str, Participant] = {}
         if job.kind in KINDS_NEEDING_MEMBERSHIP:
-            memberships = {
-                p.participant_id: p for p in Participant.batch_get([(job.trip_id, r.id) for r in recipients])
-            }
-        contacts: dict[str, Contact] = {}
+            memberships = participants.many(job.trip_id, (r.id for r in recipients))
+        known: dict[str, Contact] = {}
         if not job.always_in_window:
-            contacts = {c.wa_key: c for c in Contact.batch_get(list({_wa_key(r) for r in recipients}))}
+            known = contacts.many(_wa_key(r) for r in recipients)
         now = utcnow()
         skipped: list[Outcome] = []
         sendable: list[Recipient] = []
         window_open: set[str] = set()
         for r in recipients:
-            contact = contacts.get(_wa_key(r))
+            contact = known.get(_wa_key(r))
             is_open = job.always_in_window or bool(
                 contact and contact.last_inbound_at and now - contact.last_inbound_at < WINDOW
             )
@@ -749,28 +737,23 @@ class Sender:
 
 
 def _wa_key(r: Recipient) -> str:
-    return r.phone if r.phone else f"bsuid:{r.user_id}"
+    return contacts.wa_key(r.phone, r.user_id)
+
+
+# A table failing, or a count that kept changing (audience_counts gives up with RuntimeError).
+_BOOKKEEPING_ERRORS: tuple[type[Exception], ...] = (*STORE_ERRORS, RuntimeError)
 
 
 def mark_marketing_opt_out(r: Recipient) -> None:
     """Meta refused a marketing template (131050): the person stopped marketing messages on WhatsApp's side.
     Recorded on the contact, and the person's audience counts follow, so the next estimate leaves them out."""
-    from pynamodb.exceptions import UpdateError
-
     from jastipin import audience_counts
 
     try:
-        Contact(_wa_key(r)).update(
-            actions=[Contact.marketing_opt_out.set(True)], condition=Contact.wa_key.exists()
-        )
-    except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
+        if not contacts.set_marketing_opt_out(_wa_key(r), True):
             return  # no contact: nobody to count
-        logger.warning("marketing opt-out not recorded", extra={"participant_id": r.id}, exc_info=True)
-        return
-    try:
         audience_counts.sync_person(_wa_key(r))
-    except (ClientError, RuntimeError):
+    except _BOOKKEEPING_ERRORS:
         # The send itself is decided (failed, logged); the sender re-checks consent on every later send. A
         # count left behind shows as an estimate one too high until the person's next change syncs it.
         logger.warning("marketing opt-out not recorded", extra={"participant_id": r.id}, exc_info=True)

@@ -23,12 +23,10 @@ from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
-from pynamodb.expressions.condition import Condition
-from pynamodb.expressions.update import Action
 
 from jastipin import audience
-from jastipin.data.models import FanOutProgress, log_expiry, utcnow
+from jastipin.data import fanout_progress
+from jastipin.data.models import FanOutProgress, log_expiry
 from jastipin.jobs import Job, Recipient
 from jastipin.queues import SQS_BATCH, JobQueues
 from jastipin.settings import Settings
@@ -110,19 +108,9 @@ class FanOut:
     # -- progress ----------------------------------------------------------------------------------------
     def _progress(self, job: Job) -> FanOutProgress:
         """The stored progress, created on the first run."""
-        try:
-            progress = FanOutProgress.get(job.job_id, consistent_read=True)
-        except DoesNotExist:
-            progress = FanOutProgress(
-                job.job_id, trip_id=job.trip_id, kind=job.kind.value, expires_at=log_expiry(self.settings)
-            )
-            try:
-                progress.save(condition=FanOutProgress.job_id.does_not_exist())
-            except PutError as exc:
-                if not _condition_failed(exc):
-                    raise
-                progress = FanOutProgress.get(job.job_id, consistent_read=True)
-        return progress
+        return fanout_progress.get_or_create(
+            job.job_id, trip_id=job.trip_id, kind=job.kind.value, expires_at=log_expiry(self.settings)
+        )
 
     def _queue(
         self,
@@ -145,23 +133,17 @@ class FanOut:
         if jobs:
             self.queues.send_many(jobs, dedup_suffixes=suffixes)
         count = sum(len(c) for c in chunks)
-        actions: list[Action] = [
-            FanOutProgress.cursor.set(cursor) if cursor else FanOutProgress.cursor.remove(),
-            FanOutProgress.next_chunk.set(next_chunk),
-            FanOutProgress.recipients.add(count),
-            FanOutProgress.updated_at.set(utcnow()),
-        ]
-        if hand_over:
-            actions.append(FanOutProgress.continuations.add(1))
-        if done:
-            actions.append(FanOutProgress.done.set(True))
-        try:
-            # Only from the state this invocation started from: a second delivery racing it stops.
-            progress.update(actions=actions, condition=_at(state.stored))
-        except UpdateError as exc:
-            if not _condition_failed(exc):
-                raise
-            raise FanOutTakenOver(f"fan-out {job.job_id} advanced elsewhere") from None
+        # Only from the state this invocation started from: a second delivery racing it stops.
+        if not fanout_progress.advance(
+            progress,
+            from_chunk=state.stored,
+            cursor=cursor,
+            next_chunk=next_chunk,
+            recipients=count,
+            handed_over=hand_over,
+            done=done,
+        ):
+            raise FanOutTakenOver(f"fan-out {job.job_id} advanced elsewhere")
         state.cursor, state.next_chunk, state.stored = cursor, next_chunk, next_chunk
         return count
 
@@ -178,17 +160,3 @@ class _State:
     cursor: str | None
     next_chunk: int
     stored: int  # next_chunk as the progress item holds it (the condition of the next write)
-
-
-def _at(next_chunk: int) -> Condition:
-    """The stored progress is still at ``next_chunk`` (0 also when the item has no value yet)."""
-    if next_chunk == 0:
-        fresh: Condition = FanOutProgress.next_chunk.does_not_exist() | (FanOutProgress.next_chunk == 0)
-        return fresh
-    same: Condition = FanOutProgress.next_chunk == next_chunk
-    return same
-
-
-def _condition_failed(exc: Exception) -> bool:
-    cause = getattr(exc, "cause_response_code", None)
-    return cause == "ConditionalCheckFailedException"

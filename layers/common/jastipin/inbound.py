@@ -14,18 +14,15 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, ConfigDict, Field
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
-from pynamodb.expressions.update import Action
 
 from jastipin import audience_counts, texts
 from jastipin.audience_counts import hour_start
 from jastipin.commands import Command, CommandKind, parse_command
-from jastipin.data import notifications_log
+from jastipin.data import contacts, notifications_log, participants
+from jastipin.data import trips as trip_records
 from jastipin.data.models import (
     Contact,
     LogStatus,
-    Participant,
-    ParticipantStatus,
     Trip,
     parse_log_key,
     utcnow,
@@ -34,7 +31,6 @@ from jastipin.ids import stable_id
 from jastipin.jobs import Job, JobKind, Recipient, sqs_safe_json
 from jastipin.phones import InvalidPhoneNumber, to_e164
 from jastipin.queues import JobQueues, QueueError
-from jastipin.trips import latest_products
 from jastipin.webhook_payload import (
     InboundMessage,
     StatusUpdate,
@@ -55,7 +51,7 @@ class Identity:
 
     @property
     def wa_key(self) -> str:
-        return self.phone if self.phone else f"bsuid:{self.user_id}"
+        return contacts.wa_key(self.phone, self.user_id)
 
     @property
     def participant_id(self) -> str:
@@ -87,36 +83,17 @@ def _message_time(message: InboundMessage) -> datetime:
 
 
 def touch_contact(identity: Identity, name: str | None, at: datetime) -> tuple[Contact, bool]:
-    """Record an inbound message: opens (or extends) the 24-hour free-form window. Returns the contact as
-    stored and whether its last activity moved into a later hour (its trips' audience counts move then).
-
-    One UpdateItem in the usual case, which creates the contact if new and returns it: its condition holds
-    when the message starts a new hour of activity. A later message within the hour takes a second update,
-    and a late, older message (the window never moves back) a third, without the time."""
-    contact = Contact(identity.wa_key)
-    actions: list[Action] = [
-        Contact.participant_id.set(Contact.participant_id | identity.participant_id),  # if_not_exists
-        Contact.marketing_opt_out.set(Contact.marketing_opt_out | False),
-        Contact.updated_at.set(utcnow()),
-    ]
-    if identity.phone:
-        actions.append(Contact.phone.set(identity.phone))
-    if identity.user_id:
-        actions.append(Contact.user_id.set(identity.user_id))
-    if name:
-        actions.append(Contact.name.set(name))
-    for before, new_hour in ((hour_start(at), True), (at, False)):
-        try:
-            contact.update(
-                actions=[*actions, Contact.last_inbound_at.set(at)],
-                condition=Contact.last_inbound_at.does_not_exist() | (Contact.last_inbound_at < before),
-            )
-            return contact, new_hour
-        except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
-                raise
-    contact.update(actions=actions)
-    return contact, False
+    """Record an inbound message: opens (or extends) the 24-hour window. Returns the contact as stored and
+    whether its last activity moved into a later hour (its trips' audience counts move then)."""
+    return contacts.touch(
+        identity.wa_key,
+        participant_id=identity.participant_id,
+        phone=identity.phone,
+        user_id=identity.user_id,
+        name=name,
+        at=at,
+        hour_start=hour_start(at),
+    )
 
 
 USER_ID_CHANGES = frozenset({"user_changed_user_id", "user_id_update"})  # Meta's system message type
@@ -133,51 +110,26 @@ def change_user_id(old: Identity, new_user_id: str) -> int:
         return 0
     new = Identity(phone=old.phone, user_id=new_user_id)
     if old.phone:  # the key stays: record the new id where it is kept
-        memberships = list(Participant.by_participant.query(old.participant_id))
+        memberships = participants.memberships(old.participant_id)
         for m in memberships:
-            Participant(m.trip_id, m.participant_id).update(actions=[Participant.user_id.set(new_user_id)])
-        with contextlib.suppress(UpdateError):
-            Contact(old.wa_key).update(
-                actions=[Contact.user_id.set(new_user_id)], condition=Contact.wa_key.exists()
-            )
+            participants.set_user_id(m.trip_id, m.participant_id, new_user_id)
+        contacts.set_user_id(old.wa_key, new_user_id)
         logger.info("user id changed", extra={"participant_id": old.participant_id, "moved": 0})
         return len(memberships)
-    moved = list(Participant.by_participant.query(old.participant_id))
+    moved = participants.memberships(old.participant_id)
     for m in moved:
-        Participant(
-            m.trip_id,
-            new.participant_id,
-            wa_key=new.wa_key,
-            phone=None,
-            user_id=new_user_id,
-            name=m.name,
-            status=m.status,
-            joined_at=m.joined_at,
-            unsubscribed_at=m.unsubscribed_at,
-            last_active_at=m.last_active_at,
-        ).save()
-    try:
-        before = Contact.get(old.wa_key, consistent_read=True)
-    except DoesNotExist:
-        before = None
+        participants.move(m, participant_id=new.participant_id, wa_key=new.wa_key, user_id=new_user_id)
+    before = contacts.get(old.wa_key)
     if before is not None and before.moved_to is None:  # (moved_to: this change was made before)
-        Contact(
-            new.wa_key,
-            participant_id=new.participant_id,
-            user_id=new_user_id,
-            name=before.name,
-            last_inbound_at=before.last_inbound_at,
-            last_trip_id=before.last_trip_id,
-            marketing_opt_out=before.marketing_opt_out,
-        ).save()
-    trips = {m.trip_id for m in moved} | {
-        m.trip_id for m in Participant.by_participant.query(new.participant_id)
-    }
+        contacts.move(before, to_key=new.wa_key, participant_id=new.participant_id, user_id=new_user_id)
+    trips = {m.trip_id for m in moved} | {m.trip_id for m in participants.memberships(new.participant_id)}
     for m in moved:
-        Participant(m.trip_id, m.participant_id).delete()
+        participants.delete(m.trip_id, m.participant_id)
     # The old record stays as a forward: chunks queued before the change still name the old id, and are
     # sent to the new one (its window, consent and memberships now live under the new key).
-    Contact(old.wa_key, participant_id=old.participant_id, user_id=old.user_id, moved_to=new_user_id).save()
+    contacts.leave_forward(
+        old.wa_key, participant_id=old.participant_id, user_id=old.user_id, moved_to=new_user_id
+    )
     for trip_id in sorted(trips):  # the new membership counted, the old one no more
         audience_counts.sync_member(trip_id, new.participant_id)
         audience_counts.sync_member(trip_id, old.participant_id)
@@ -229,27 +181,20 @@ class CommandHandler:
             trip = self._trip_for(command.slug, contact)
             if trip is None:
                 return texts.not_joined() if not command.slug else texts.trip_not_found(command.slug)
-            return texts.latest_products(trip.title, latest_products(trip.trip_id))
+            return texts.latest_products(trip.title, trip_records.latest_products(trip.trip_id))
         if command.kind is CommandKind.STOP:
             return self._stop(command.slug, identity, contact)
         return texts.help_text()
 
     def _trip_for(self, slug: str | None, contact: Contact) -> Trip | None:
         trip_id = slug or contact.last_trip_id
-        if not trip_id:
-            return None
-        try:
-            return Trip.get(trip_id)
-        except DoesNotExist:
-            return None
+        return trip_records.get(trip_id) if trip_id else None
 
     def _join(self, slug: str, identity: Identity, contact: Contact, name: str | None) -> str:
-        try:
-            trip = Trip.get(slug)
-        except DoesNotExist:
+        trip = trip_records.get(slug)
+        if trip is None:
             return texts.trip_not_found(slug)
-        now = utcnow()
-        membership = Participant(
+        participants.join(
             trip.trip_id,
             identity.participant_id,
             wa_key=identity.wa_key,
@@ -257,37 +202,16 @@ class CommandHandler:
             user_id=identity.user_id,
             name=name,
         )
-        try:
-            membership.save(condition=Participant.participant_id.does_not_exist())
-        except PutError:
-            # Re-join (also after STOP): reactivate, keep the original joined_at.
-            actions: list[Action] = [
-                Participant.status.set(ParticipantStatus.ACTIVE.value),
-                Participant.unsubscribed_at.remove(),
-                Participant.last_active_at.set(now),
-            ]
-            if name:
-                actions.append(Participant.name.set(name))
-            membership.update(actions=actions)
         audience_counts.sync_member(trip.trip_id, identity.participant_id)
-        contact.update(actions=[Contact.last_trip_id.set(trip.trip_id)])
+        contacts.set_last_trip(contact, trip.trip_id)
         return texts.joined(trip.title)
 
     def _stop(self, slug: str | None, identity: Identity, contact: Contact) -> str:
         trip = self._trip_for(slug, contact)
         if trip is None:
             return texts.not_joined() if not slug else texts.trip_not_found(slug)
-        try:
-            Participant(trip.trip_id, identity.participant_id).update(
-                actions=[
-                    Participant.status.set(ParticipantStatus.UNSUBSCRIBED.value),
-                    Participant.unsubscribed_at.set(utcnow()),
-                ],
-                condition=Participant.participant_id.exists(),
-            )
-        except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
-                raise  # the table failed: the message comes back from the queue and STOP is applied then
+        # A table failure raises: the message comes back from the queue and STOP is applied then.
+        if not participants.unsubscribe(trip.trip_id, identity.participant_id):
             return texts.not_joined()
         audience_counts.sync_member(trip.trip_id, identity.participant_id)
         return texts.stopped(trip.title, trip.trip_id)
@@ -350,17 +274,8 @@ def apply_preference(preference: UserPreference) -> None:
     if preference.user_id:
         keys.append(f"bsuid:{preference.user_id}")
     for key in keys:
-        try:
-            Contact(key).update(
-                actions=[
-                    Contact.marketing_opt_out.set(preference.value == "stop"),
-                    Contact.updated_at.set(utcnow()),
-                ],
-                condition=Contact.wa_key.exists(),
-            )
-        except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
-                raise  # the table failed: the webhook answers 500, Meta delivers it again
+        # A table failure raises: the webhook answers 500, Meta delivers it again.
+        if not contacts.set_marketing_opt_out(key, preference.value == "stop", updated_at=utcnow()):
             continue  # no such contact
         audience_counts.sync_person(key)  # a failure answers 500 too: Meta retries, the sync runs again
 

@@ -23,9 +23,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
-
 from jastipin import broadcasts
+from jastipin.data import broadcasts as broadcast_records
 from jastipin.data.models import Broadcast, LogStatus, NotificationLog, utcnow
 from jastipin.data.notifications_log import trip_log
 from jastipin.settings import Settings
@@ -114,19 +113,8 @@ def _remember(record: Broadcast, tally: Tally) -> None:
         return
     if record.observed_entries is not None and record.observed_entries > tally.entries:
         return
-    now = utcnow()
-    try:
-        record.update(
-            actions=[
-                Broadcast.observed.set(observed),
-                Broadcast.observed_entries.set(tally.entries),
-                Broadcast.observed_at.set(now),
-            ],
-            condition=Broadcast.observed_entries.does_not_exist()
-            | (Broadcast.observed_entries <= tally.entries),
-        )
-    except UpdateError:
-        return  # another read stored a fuller view meanwhile
+    # False: another read stored a fuller view meanwhile (it stays)
+    broadcast_records.remember_observed(record, observed, tally.entries, utcnow())
 
 
 def trip_ledger(trip_id: str, settings: Settings) -> dict[str, Any]:
@@ -135,7 +123,7 @@ def trip_ledger(trip_id: str, settings: Settings) -> dict[str, Any]:
     now = utcnow().isoformat()
     broadcast_views = []
     billed_messages = billed_rupiah = estimated_rupiah = 0
-    records = sorted(Broadcast.query(trip.trip_id), key=lambda r: r.requested_at)
+    records = broadcast_records.of_trip(trip.trip_id)
     for record in records:
         view = broadcasts.broadcast_view(record, duplicate=False)
         view.pop("duplicate")

@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, field_validator
-from pynamodb.exceptions import DoesNotExist
 
 from jastipin import texts
 from jastipin.broadcasts import template_parameter
-from jastipin.data.models import Participant
+from jastipin.data import participants
 from jastipin.errors import Unprocessable
 from jastipin.ids import stable_id
 from jastipin.jobs import Job, JobKind, Recipient
@@ -57,13 +56,12 @@ def submit(trip_id: str, request: ProofRequest, settings: Settings, queues: JobQ
     if (request.image_url is None) == (request.media_id is None):
         raise Unprocessable("give exactly one of image_url or media_id", field="image_url")
     trip = get_trip(trip_id)
-    try:
-        participant = Participant.get(trip.trip_id, request.participant_id)
-    except DoesNotExist:
+    participant = participants.get(trip.trip_id, request.participant_id)
+    if participant is None:
         raise Unprocessable(
             f"participant '{request.participant_id}' is not a member of trip '{trip.trip_id}'",
             field="participant_id",
-        ) from None
+        )
     # A template parameter must not hold new lines or runs of spaces (Meta's error 132018).
     who = " ".join((participant.name or participant.phone or participant.participant_id).split())
     image_url = str(request.image_url) if request.image_url else None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
-from pynamodb.exceptions import DoesNotExist, PutError
 
 from jastipin import texts
 from jastipin.commands import normalise_slug
+from jastipin.data import trips as trip_records
 from jastipin.data.models import Product, Trip, WindowPolicy
 from jastipin.errors import Conflict, NotFound
 from jastipin.ids import new_id
@@ -83,12 +82,8 @@ def create_trip(request: CreateTripRequest) -> Trip:
         window_template=request.window_template,
         audience_counted=True,  # counted from its first member on (jastipin.audience_counts)
     )
-    try:
-        trip.save(condition=Trip.trip_id.does_not_exist())
-    except PutError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            raise Conflict(f"trip slug '{request.slug}' is already taken", field="slug") from None
-        raise
+    if not trip_records.create(trip):
+        raise Conflict(f"trip slug '{request.slug}' is already taken", field="slug")
     return trip
 
 
@@ -96,10 +91,10 @@ def get_trip(trip_id: str) -> Trip:
     slug = normalise_slug(trip_id) if trip_id.isascii() else None
     if slug is None:
         raise NotFound(f"no trip '{trip_id[:64]}'", field="tripId")
-    try:
-        return Trip.get(slug)
-    except DoesNotExist:
-        raise NotFound(f"no trip '{slug}'", field="tripId") from None
+    trip = trip_records.get(slug)
+    if trip is None:
+        raise NotFound(f"no trip '{slug}'", field="tripId")
+    return trip
 
 
 def upload_product(trip_id: str, request: NewProductRequest, queues: JobQueues) -> tuple[Product, Job]:
@@ -113,7 +108,7 @@ def upload_product(trip_id: str, request: NewProductRequest, queues: JobQueues) 
         description=request.description,
         image_url=str(request.image_url) if request.image_url else None,
     )
-    product.save()
+    trip_records.add_product(product)
     template_ref = None
     if trip.window_policy == WindowPolicy.TEMPLATE and trip.window_template:
         template_ref = TemplateRef(name=trip.window_template, parameters=[trip.title, request.name])
@@ -128,7 +123,3 @@ def upload_product(trip_id: str, request: NewProductRequest, queues: JobQueues) 
     )
     queues.send(job)
     return product, job
-
-
-def latest_products(trip_id: str, limit: int = 3) -> list[tuple[str, Decimal | int | float]]:
-    return [(p.name, p.price) for p in Product.query(trip_id, scan_index_forward=False, limit=limit)]

@@ -7,6 +7,7 @@ services: ``jastipin.runtime``)."""
 
 from __future__ import annotations
 
+from jastipin.data._conditions import STORE_ERRORS
 from jastipin.data.models import bind_tables
 
-__all__ = ["bind_tables"]
+__all__ = ["STORE_ERRORS", "bind_tables"]
