@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from jastipin import observability
-from jastipin.inbound import QueuedStatus, read_queued
+from jastipin.inbound.queued import QueuedStatus, read_queued
 from jastipin.runtime import services
 
 logger = Logger()

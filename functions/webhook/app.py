@@ -23,8 +23,8 @@ from pydantic import ValidationError
 
 from jastipin import observability
 from jastipin.http import HttpError, install_error_handlers, json_response, raw_body
+from jastipin.inbound.payload import WebhookPayload, signature_valid
 from jastipin.runtime import services
-from jastipin.webhook_payload import WebhookPayload, signature_valid
 
 logger = Logger()
 app = APIGatewayHttpResolver()

@@ -16,10 +16,11 @@ from jastipin import audience, audience_counts, broadcasts
 from jastipin.data.models import AudienceShard, Contact, Participant, ParticipantStatus, Trip, utcnow
 from jastipin.delivery import mark_marketing_opt_out
 from jastipin.ids import stable_id
-from jastipin.inbound import CommandHandler, apply_preference
+from jastipin.inbound.handler import CommandHandler
+from jastipin.inbound.payload import InboundMessage, UserPreference, WebhookContact
+from jastipin.inbound.preferences import apply_preference
 from jastipin.jobs import AudienceFilter, Recipient
 from jastipin.trips import CreateTripRequest, create_trip
-from jastipin.webhook_payload import InboundMessage, UserPreference, WebhookContact
 from tests.unit.test_inbound import Queued
 
 TRIP = "jpn25"

@@ -26,10 +26,10 @@ from jastipin.data.models import (
 from jastipin.delivery import Deadline, Sender
 from jastipin.errors import Conflict, NotFound, Unprocessable
 from jastipin.ids import stable_id
-from jastipin.inbound import apply_status
+from jastipin.inbound.payload import StatusUpdate
+from jastipin.inbound.statuses import apply_status
 from jastipin.jobs import Job, JobKind
 from jastipin.queues import JobQueues
-from jastipin.webhook_payload import StatusUpdate
 from localrun.cfn_yaml import load_template
 from localrun.stack import LocalStack
 from tests.conftest import EVENTS, REGION, ROOT

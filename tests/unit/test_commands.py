@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jastipin.commands import Command, CommandKind, parse_command
+from jastipin.inbound.commands import Command, CommandKind, parse_command
 
 
 @pytest.mark.parametrize(

@@ -245,8 +245,8 @@ def test_a_timed_out_send_whose_status_arrives_in_the_backoff_is_not_sent_again(
 
     import httpx
 
-    from jastipin.inbound import apply_status
-    from jastipin.webhook_payload import StatusUpdate
+    from jastipin.inbound.payload import StatusUpdate
+    from jastipin.inbound.statuses import apply_status
 
     recipients = seed(3)
     stalled = recipients[1]
@@ -386,7 +386,7 @@ def test_a_chunk_queued_before_a_user_id_changed_reaches_the_new_id(sender, grap
     """A username user (no phone) is in a chunk that waits in the queue while WhatsApp replaces their user id,
     twice. The chunk is sent to the newest id, checked against the membership that moved with them, and
     logged under their new participant id; another user of the chunk is untouched."""
-    from jastipin.inbound import Identity, change_user_id
+    from jastipin.inbound.identity import Identity, change_user_id
 
     Trip("jpn25", title="Jastip Jepang", owner_phone="+6281234567890").save()
     old = Identity(phone=None, user_id="ID.old")

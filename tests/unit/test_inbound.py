@@ -8,9 +8,8 @@ import pytest
 
 from jastipin import texts
 from jastipin.data.models import Contact, NotificationLog, Participant, Product, Trip, utcnow
-from jastipin.inbound import CommandHandler, apply_preference, apply_status
-from jastipin.jobs import Job
-from jastipin.webhook_payload import (
+from jastipin.inbound.handler import CommandHandler
+from jastipin.inbound.payload import (
     InboundMessage,
     StatusUpdate,
     UserPreference,
@@ -18,6 +17,9 @@ from jastipin.webhook_payload import (
     WebhookPayload,
     signature_valid,
 )
+from jastipin.inbound.preferences import apply_preference
+from jastipin.inbound.statuses import apply_status
+from jastipin.jobs import Job
 
 PHONE = "6281311112222"
 
@@ -210,7 +212,7 @@ def _log(status: str = "sent") -> NotificationLog:
 
 
 def test_only_statuses_that_can_change_the_log_are_queued():
-    from jastipin.inbound import status_worth_keeping
+    from jastipin.inbound.statuses import status_worth_keeping
 
     kept = [
         s
@@ -223,7 +225,7 @@ def test_only_statuses_that_can_change_the_log_are_queued():
 def test_an_inbound_queue_body_is_a_message_or_a_status():
     from pydantic import ValidationError
 
-    from jastipin.inbound import InboundWork, QueuedStatus, read_queued
+    from jastipin.inbound.queued import InboundWork, QueuedStatus, read_queued
 
     status = QueuedStatus(status=StatusUpdate(id="wamid.x", status="read", biz_opaque_callback_data="j|p"))
     assert read_queued(status.to_body()) == status
@@ -311,7 +313,7 @@ def test_status_with_our_log_key_updates_by_key_and_checks_the_wamid(settings):
 
 
 def test_a_late_older_message_never_moves_the_window_back(settings):
-    from jastipin.inbound import Identity, touch_contact
+    from jastipin.inbound.identity import Identity, touch_contact
 
     who = Identity(phone="+" + PHONE, user_id=None)
     now = utcnow().replace(minute=10, second=0, microsecond=0)
@@ -342,7 +344,7 @@ def test_a_non_ascii_signature_is_refused_not_a_crash(header):
 def test_queue_bodies_escape_what_sqs_refuses_and_read_back_the_same():
     import json
 
-    from jastipin.inbound import InboundWork
+    from jastipin.inbound.queued import InboundWork
 
     text = "JOIN jpn25 \ufffe\uffff ok 😀"
     work = InboundWork.model_validate(
@@ -362,8 +364,9 @@ def test_a_malformed_message_in_a_batch_does_not_drop_the_valid_ones(handler, ca
     """One signed payload: a message without an id, a status with no wamid, a JOIN and a valid status. The
     JOIN and the status are queued (and the status, read back, applied); the two malformed items are logged
     and counted."""
-    from jastipin.inbound import InboundWork, QueuedStatus, WebhookIntake, read_queued
-    from jastipin.webhook_payload import WebhookPayload
+    from jastipin.inbound.intake import WebhookIntake
+    from jastipin.inbound.payload import WebhookPayload
+    from jastipin.inbound.queued import InboundWork, QueuedStatus, read_queued
 
     _log()
     payload = WebhookPayload.model_validate(
@@ -416,8 +419,9 @@ def test_a_malformed_message_in_a_batch_does_not_drop_the_valid_ones(handler, ca
 def test_a_status_kept_before_its_outcome_lives_as_long_as_the_log(settings) -> None:
     """A status that comes before its send's outcome is kept as a stub; the stub expires with the log's
     configured TTL (LOG_TTL_DAYS), not a fixed three days."""
-    from jastipin.inbound import InboundProcessor, QueuedStatus
-    from jastipin.webhook_payload import WebhookPayload
+    from jastipin.inbound.payload import WebhookPayload
+    from jastipin.inbound.processor import InboundProcessor
+    from jastipin.inbound.queued import QueuedStatus
 
     payload = WebhookPayload.model_validate(
         {

@@ -27,9 +27,8 @@ from pydantic import BaseModel
 from jastipin import texts
 from jastipin.admin import PurgeRequest, RedriveRequest
 from jastipin.broadcasts import BroadcastRequest, EstimateQuery
-from jastipin.commands import SLUG_RE
 from jastipin.http import HttpError, error_body, validate
-from jastipin.ids import stable_id
+from jastipin.ids import SLUG_RE, stable_id
 from jastipin.jobs import Job, JobKind, Recipient, TemplateRef
 from jastipin.proofs import ProofRequest
 from jastipin.trips import MAX_PRICE, CreateTripRequest, NewProductRequest

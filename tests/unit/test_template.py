@@ -466,7 +466,7 @@ def test_event_parses_and_matches_the_template(resources: dict[str, Any], name: 
                 hashlib.md5(record["body"].encode(), usedforsecurity=False).hexdigest() == record["md5OfBody"]
             )
             if queue == "InboundQueue":  # one inbound WhatsApp message, as the webhook queues it
-                from jastipin.inbound import InboundWork
+                from jastipin.inbound.queued import InboundWork
 
                 assert InboundWork.model_validate_json(record["body"]).message.text_body
                 continue

@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from jastipin.commands import normalise_slug
 from jastipin.errors import JastipinError, NotFound, Unprocessable
+from jastipin.ids import normalise_slug
 from jastipin.jobs import Job, QueueName
 from jastipin.settings import Settings
 
@@ -223,7 +223,7 @@ def with_progress(messages: list[DlqMessage]) -> list[DlqMessage]:
 def _inbound_view(body: str, facts: dict[str, Any]) -> DlqMessage:
     """An inbound-queue message: only its kind and WhatsApp message type (its wamid encodes the sender's
     number; the text is the participant's), or for a delivery status ``status:<delivered|read|failed>``."""
-    from jastipin.inbound import QueuedStatus, read_queued
+    from jastipin.inbound.queued import QueuedStatus, read_queued
 
     try:
         work = read_queued(body)

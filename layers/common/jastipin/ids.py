@@ -1,10 +1,20 @@
-"""Identifiers: time-sortable ids for new things, stable pseudonymous ids for people."""
+"""Identifiers: trip slugs (a trip's id), time-sortable ids for new things, stable pseudonymous ids for
+people."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
+
+
+def normalise_slug(raw: str) -> str | None:
+    """A trip slug as typed (any case, spaces around) in its one form, or None if it cannot be one."""
+    slug = raw.strip().lower()
+    return slug if SLUG_RE.match(slug) else None
 
 
 def new_id(prefix: str) -> str:

@@ -12,7 +12,8 @@ from jastipin.settings import Settings, get_settings
 if TYPE_CHECKING:
     from jastipin.admin import QueueAdmin
     from jastipin.delivery import Sender
-    from jastipin.inbound import InboundProcessor, WebhookIntake
+    from jastipin.inbound.intake import WebhookIntake
+    from jastipin.inbound.processor import InboundProcessor
     from jastipin.queues import JobQueues
     from jastipin.rate_limit import SendLimiter
     from jastipin.whatsapp import WhatsAppClient
@@ -42,14 +43,14 @@ class Services:
 
     @cached_property
     def inbound(self) -> InboundProcessor:
-        from jastipin.inbound import InboundProcessor
+        from jastipin.inbound.processor import InboundProcessor
 
         s = self.settings
         return InboundProcessor(self.queues, s.idempotency_table, self.dynamodb, s.log_ttl_days)
 
     @cached_property
     def intake(self) -> WebhookIntake:
-        from jastipin.inbound import WebhookIntake
+        from jastipin.inbound.intake import WebhookIntake
 
         return WebhookIntake(self.sqs, self.settings.inbound_queue_url)
 

@@ -7,11 +7,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from jastipin import texts
-from jastipin.commands import normalise_slug
 from jastipin.data import trips as trip_records
 from jastipin.data.models import Product, Trip, WindowPolicy
 from jastipin.errors import Conflict, NotFound
-from jastipin.ids import new_id
+from jastipin.ids import new_id, normalise_slug
 from jastipin.jobs import Job, JobKind, TemplateRef
 from jastipin.phones import InvalidPhoneNumber, to_e164
 from jastipin.queues import JobQueues

@@ -8,6 +8,8 @@ import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
+from jastipin.ids import normalise_slug
+
 
 class CommandKind(StrEnum):
     JOIN = "join"
@@ -25,7 +27,6 @@ KEYWORDS = {
     "UNSUBSCRIBE": CommandKind.STOP,
 }
 
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 MAX_COMMAND_TEXT = 200  # a command is short; longer text is chat, not a command
 
@@ -34,11 +35,6 @@ MAX_COMMAND_TEXT = 200  # a command is short; longer text is chat, not a command
 class Command:
     kind: CommandKind
     slug: str | None = None
-
-
-def normalise_slug(raw: str) -> str | None:
-    slug = raw.strip().lower()
-    return slug if SLUG_RE.match(slug) else None
 
 
 def parse_command(text: str | None) -> Command:
