@@ -18,8 +18,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from jastipin import observability
-from jastipin.delivery import Deadline
-from jastipin.jobs import Job
+from jastipin.outbound.delivery import Deadline
+from jastipin.outbound.jobs import Job
 from jastipin.runtime import services
 
 logger = Logger()

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from jastipin.delivery import UNLOGGED_LIMIT
 from jastipin.ids import stable_id
+from jastipin.outbound.delivery import UNLOGGED_LIMIT
 from localrun.runtime import LOCAL_SECRETS, WEBHOOK_PATH, LocalRuntime
 from localrun.sandbox import sign, webhook_envelope
 from tests.e2e.helpers import (

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from jastipin.delivery import UNLOGGED_LIMIT
+from jastipin.outbound.delivery import UNLOGGED_LIMIT
 from localrun.runtime import LocalRuntime
 from tests.e2e.helpers import (
     create_trip,

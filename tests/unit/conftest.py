@@ -79,7 +79,7 @@ def graph() -> FakeGraph:
 
 def graph_client(handler: Callable[[httpx.Request], httpx.Response]):
     """A WhatsApp client whose requests ``handler`` answers (phone number id 123, token "tok")."""
-    from jastipin.whatsapp import WhatsAppClient
+    from jastipin.outbound.whatsapp import WhatsAppClient
 
     return WhatsAppClient(
         base_url="https://graph.test",
@@ -116,7 +116,7 @@ class RecordingQueues:
 def sender(settings, whatsapp_client, no_sleep):
     """A Sender on the scripted WhatsApp client, recording queues, a local token bucket and a test clock that
     moves only by the sleeps it is asked for."""
-    from jastipin.delivery import Sender
+    from jastipin.outbound.delivery import Sender
     from tests.unit.limiters import TokenBucket
 
     return Sender(

@@ -1,4 +1,4 @@
-"""A send limiter for one process, for the unit tests (the system's own is ``jastipin.rate_limit``)."""
+"""A send limiter for one process, for the unit tests (the system's own: ``outbound.rate_limit``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from jastipin.rate_limit import SendLimiter
+from jastipin.outbound.rate_limit import SendLimiter
 
 
 class TokenBucket(SendLimiter):

@@ -14,12 +14,12 @@ import pytest
 
 from jastipin import audience, audience_counts, broadcasts
 from jastipin.data.models import AudienceShard, Contact, Participant, ParticipantStatus, Trip, utcnow
-from jastipin.delivery import mark_marketing_opt_out
 from jastipin.ids import stable_id
 from jastipin.inbound.handler import CommandHandler
 from jastipin.inbound.payload import InboundMessage, UserPreference, WebhookContact
 from jastipin.inbound.preferences import apply_preference
-from jastipin.jobs import AudienceFilter, Recipient
+from jastipin.outbound.delivery import mark_marketing_opt_out
+from jastipin.outbound.jobs import AudienceFilter, Recipient
 from jastipin.trips import CreateTripRequest, create_trip
 from tests.unit.test_inbound import Queued
 

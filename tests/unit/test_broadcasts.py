@@ -23,13 +23,13 @@ from jastipin.data.models import (
     Trip,
     utcnow,
 )
-from jastipin.delivery import Deadline, Sender
 from jastipin.errors import Conflict, NotFound, Unprocessable
 from jastipin.ids import stable_id
 from jastipin.inbound.payload import StatusUpdate
 from jastipin.inbound.statuses import apply_status
-from jastipin.jobs import Job, JobKind
-from jastipin.queues import JobQueues
+from jastipin.outbound.delivery import Deadline, Sender
+from jastipin.outbound.jobs import Job, JobKind
+from jastipin.outbound.queues import JobQueues
 from localrun.cfn_yaml import load_template
 from localrun.stack import LocalStack
 from tests.conftest import EVENTS, REGION, ROOT

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from jastipin.data.models import Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
-from jastipin.delivery import Deadline, Sender, SendingHalted
-from jastipin.jobs import Job, JobKind, Recipient
+from jastipin.outbound.delivery import Deadline, Sender, SendingHalted
+from jastipin.outbound.jobs import Job, JobKind, Recipient
 from tests.unit.conftest import RecordingQueues, graph_client
 from tests.unit.limiters import TokenBucket
 
@@ -98,7 +98,7 @@ def test_closed_window_is_skipped_unless_trip_uses_a_template(sender, graph):
     assert {(e.status, e.reason) for e in log_of("job_1").values()} == {("skipped", "window_closed")}
     assert graph.requests == []
 
-    from jastipin.jobs import TemplateRef
+    from jastipin.outbound.jobs import TemplateRef
 
     job = product_job(recipients, "job_2").model_copy(
         update={"template_ref": TemplateRef(name="product_update", parameters=["Jastip Jepang", "A"])}

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from jastipin.data.models import FanOutProgress, Participant, ParticipantStatus, Trip
-from jastipin.fanout import PAGE_RESERVE_SECONDS, FanOut, FanOutTakenOver
-from jastipin.jobs import Job, JobKind, Recipient
+from jastipin.outbound.fanout import PAGE_RESERVE_SECONDS, FanOut, FanOutTakenOver
+from jastipin.outbound.jobs import Job, JobKind, Recipient
 
 TRIP = "jpn25"
 

@@ -21,7 +21,7 @@ DATA_ACCESS_OUTSIDE_DATA = {
     # such (low-level client, conditional on a sequence number): the counting and its storage are one design.
     "audience_counts",
     # The limiter's schedule is one item in the rate-limit table, moved by one conditional write per block.
-    "rate_limit",
+    "outbound.rate_limit",
 }
 
 

@@ -19,7 +19,7 @@ from jastipin.inbound.payload import (
 )
 from jastipin.inbound.preferences import apply_preference
 from jastipin.inbound.statuses import apply_status
-from jastipin.jobs import Job
+from jastipin.outbound.jobs import Job
 
 PHONE = "6281311112222"
 

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from jastipin import observability
-from jastipin.jobs import Job, JobKind, Recipient
+from jastipin.outbound.jobs import Job, JobKind, Recipient
 from tests.conftest import ROOT
 
 PHONE = "+6281311112222"
@@ -149,7 +149,7 @@ def fake_sentry() -> Iterator[FakeSentry]:
 REPORTING_SCRIPT = """
 import logging, sys
 from jastipin import observability
-from jastipin.jobs import Job
+from jastipin.outbound.jobs import Job
 
 assert observability.init_sentry(sys.argv[1]) and observability.sentry_enabled()
 logging.getLogger("jastipin").warning("about to send to +6281311112222")  # a breadcrumb
@@ -285,7 +285,7 @@ def test_the_sender_counts_per_queue_and_type_times_sends_and_logs_no_pii(
 ):
     from aws_lambda_powertools import Metrics
 
-    from jastipin.delivery import Deadline, Sender
+    from jastipin.outbound.delivery import Deadline, Sender
     from tests.unit.limiters import TokenBucket
 
     observability.breakdown.clear()

@@ -1,4 +1,4 @@
-"""The send loop's log writer (``jastipin.delivery._OutcomeWriter``): outcomes are written as they come, side
+"""The send loop's log writer (``outbound.delivery._OutcomeWriter``): outcomes are written as they come, side
 by side across recipients, one after the other for one recipient with the latest last; a write that fails
 stops what follows and is reported."""
 
@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from jastipin.data.models import LogStatus
-from jastipin.delivery import Outcome, _OutcomeWriter
-from jastipin.jobs import Recipient
+from jastipin.outbound.delivery import Outcome, _OutcomeWriter
+from jastipin.outbound.jobs import Recipient
 
 
 def outcome(rid: str, attempts: int, status: LogStatus = LogStatus.QUEUED) -> Outcome:

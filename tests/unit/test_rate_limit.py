@@ -7,7 +7,7 @@ import bisect
 import boto3
 import pytest
 
-from jastipin.rate_limit import GlobalRateLimiter
+from jastipin.outbound.rate_limit import GlobalRateLimiter
 from tests.unit.limiters import TokenBucket
 
 

@@ -29,7 +29,7 @@ from jastipin.admin import PurgeRequest, RedriveRequest
 from jastipin.broadcasts import BroadcastRequest, EstimateQuery
 from jastipin.http import HttpError, error_body, validate
 from jastipin.ids import SLUG_RE, stable_id
-from jastipin.jobs import Job, JobKind, Recipient, TemplateRef
+from jastipin.outbound.jobs import Job, JobKind, Recipient, TemplateRef
 from jastipin.proofs import ProofRequest
 from jastipin.trips import MAX_PRICE, CreateTripRequest, NewProductRequest
 from tests.conftest import ROOT

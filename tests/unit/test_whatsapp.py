@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from jastipin.whatsapp import (
+from jastipin.outbound.whatsapp import (
     Address,
     AuthError,
     MarketingOptOut,

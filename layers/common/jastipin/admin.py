@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from jastipin.errors import JastipinError, NotFound, Unprocessable
 from jastipin.ids import normalise_slug
-from jastipin.jobs import Job, QueueName
+from jastipin.outbound.jobs import Job, QueueName
 from jastipin.settings import Settings
 
 SQS_BATCH = 10

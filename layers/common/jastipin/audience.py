@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from jastipin.data import contacts, participants
 from jastipin.data.models import Contact, Participant, ParticipantStatus, utcnow
-from jastipin.jobs import AudienceFilter, Recipient
+from jastipin.outbound.jobs import AudienceFilter, Recipient
 
 DEFAULT_ACTIVE_WITHIN_DAYS = 7  # spec: "Hanya peserta aktif dalam 7 hari terakhir"
 MAX_ACTIVE_WITHIN_DAYS = 30

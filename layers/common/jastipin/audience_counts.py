@@ -54,7 +54,7 @@ from botocore.exceptions import ClientError
 from jastipin.data import contacts, participants
 from jastipin.data import trips as trip_records
 from jastipin.data.models import AudienceShard, Contact, Participant, ParticipantStatus, Trip
-from jastipin.jobs import AudienceFilter
+from jastipin.outbound.jobs import AudienceFilter
 
 logger = Logger(child=True)
 

@@ -27,8 +27,8 @@ from jastipin.data import broadcasts as broadcast_records
 from jastipin.data.models import Broadcast, BroadcastStatus, Trip
 from jastipin.errors import Conflict
 from jastipin.ids import new_id, stable_id
-from jastipin.jobs import AudienceFilter, Job, JobKind, TemplateRef
-from jastipin.queues import JobQueues
+from jastipin.outbound.jobs import AudienceFilter, Job, JobKind, TemplateRef
+from jastipin.outbound.queues import JobQueues
 from jastipin.safe_text import clean_line
 from jastipin.settings import Settings
 from jastipin.templates import TemplateCategory, TemplateSpec, rate_rupiah, registry

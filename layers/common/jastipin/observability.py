@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from jastipin.jobs import QUEUE_OF_KIND, Job
+from jastipin.outbound.jobs import QUEUE_OF_KIND, Job
 
 F = TypeVar("F", bound=Callable[..., Any])
 

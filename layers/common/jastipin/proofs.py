@@ -21,8 +21,8 @@ from jastipin.broadcasts import template_parameter
 from jastipin.data import participants
 from jastipin.errors import Unprocessable
 from jastipin.ids import stable_id
-from jastipin.jobs import Job, JobKind, Recipient
-from jastipin.queues import JobQueues
+from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.queues import JobQueues
 from jastipin.safe_text import CleanText
 from jastipin.settings import Settings
 from jastipin.templates import PROOF_TEMPLATE, registry

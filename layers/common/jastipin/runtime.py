@@ -11,12 +11,12 @@ from jastipin.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from jastipin.admin import QueueAdmin
-    from jastipin.delivery import Sender
     from jastipin.inbound.intake import WebhookIntake
     from jastipin.inbound.processor import InboundProcessor
-    from jastipin.queues import JobQueues
-    from jastipin.rate_limit import SendLimiter
-    from jastipin.whatsapp import WhatsAppClient
+    from jastipin.outbound.delivery import Sender
+    from jastipin.outbound.queues import JobQueues
+    from jastipin.outbound.rate_limit import SendLimiter
+    from jastipin.outbound.whatsapp import WhatsAppClient
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Services:
 
     @cached_property
     def queues(self) -> JobQueues:
-        from jastipin.queues import JobQueues
+        from jastipin.outbound.queues import JobQueues
 
         return JobQueues(self.sqs, self.settings)
 
@@ -56,13 +56,13 @@ class Services:
 
     @cached_property
     def sender(self) -> Sender:
-        from jastipin.delivery import Sender
+        from jastipin.outbound.delivery import Sender
 
         return Sender(self.settings, self.queues, self.whatsapp, self.rate_limiter)
 
     @cached_property
     def rate_limiter(self) -> SendLimiter:  # one limit across every sender instance and queue
-        from jastipin.rate_limit import GlobalRateLimiter, NoRateLimit
+        from jastipin.outbound.rate_limit import GlobalRateLimiter, NoRateLimit
 
         s = self.settings
         if s.rate_limit_per_second == 0:
@@ -79,7 +79,7 @@ class Services:
 
     @cached_property
     def whatsapp(self) -> WhatsAppClient:
-        from jastipin.whatsapp import WhatsAppClient
+        from jastipin.outbound.whatsapp import WhatsAppClient
 
         s = self.settings
         return WhatsAppClient(

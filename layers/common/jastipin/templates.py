@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from jastipin.errors import Unprocessable
-from jastipin.jobs import TemplateRef
+from jastipin.outbound.jobs import TemplateRef
 
 if TYPE_CHECKING:
     from jastipin.settings import Settings

@@ -11,9 +11,9 @@ from jastipin.data import trips as trip_records
 from jastipin.data.models import Product, Trip, WindowPolicy
 from jastipin.errors import Conflict, NotFound
 from jastipin.ids import new_id, normalise_slug
-from jastipin.jobs import Job, JobKind, TemplateRef
+from jastipin.outbound.jobs import Job, JobKind, TemplateRef
+from jastipin.outbound.queues import JobQueues
 from jastipin.phones import InvalidPhoneNumber, to_e164
-from jastipin.queues import JobQueues
 from jastipin.safe_text import CleanLine, CleanText
 
 MAX_PRICE = 10**12

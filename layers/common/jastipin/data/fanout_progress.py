@@ -1,4 +1,4 @@
-"""The jobs table: how far the fan-out of one job got (``FanOutProgress``; see ``jastipin.fanout``). Each
+"""The jobs table: how far the fan-out of one job got (``FanOutProgress``; see ``outbound.fanout``). Each
 write is conditional on the progress the writer started from, so of two deliveries of one fan-out message
 only one advances it."""
 

@@ -237,7 +237,7 @@ class FanOutProgress(Model):
     """How far the fan-out of one job got: the participants up to ``cursor`` (participant id order) are in
     the chunk jobs ``0 .. next_chunk - 1`` already queued. A fan-out that runs short of time queues a
     continuation carrying the same cursor; a redelivered or redriven fan-out message resumes from here, never
-    from the beginning. Written after each batch of chunks is queued (see ``jastipin.fanout``)."""
+    from the beginning. Written after each batch of chunks is queued (see ``jastipin.outbound.fanout``)."""
 
     class Meta:
         table_name = "jobs"

@@ -23,8 +23,8 @@ from jastipin.inbound.payload import (
     InboundMessage,
     WebhookContact,
 )
-from jastipin.jobs import Job, JobKind, Recipient
-from jastipin.queues import JobQueues
+from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.queues import JobQueues
 
 logger = Logger(child=True)
 

@@ -13,7 +13,7 @@ from jastipin.inbound.payload import (
 from jastipin.inbound.preferences import apply_preference
 from jastipin.inbound.queued import InboundWork, QueuedStatus
 from jastipin.inbound.statuses import status_worth_keeping
-from jastipin.queues import QueueError
+from jastipin.outbound.queues import QueueError
 
 logger = Logger(child=True)
 

@@ -17,7 +17,7 @@ from jastipin.inbound.payload import (
 )
 from jastipin.inbound.queued import InboundWork, QueuedStatus
 from jastipin.inbound.statuses import apply_status
-from jastipin.queues import JobQueues
+from jastipin.outbound.queues import JobQueues
 
 logger = Logger(child=True)
 

@@ -12,7 +12,7 @@ from jastipin.inbound.payload import (
     StatusUpdate,
     WebhookContact,
 )
-from jastipin.jobs import sqs_safe_json
+from jastipin.outbound.jobs import sqs_safe_json
 
 
 class InboundWork(BaseModel):

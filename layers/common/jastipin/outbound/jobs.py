@@ -94,7 +94,7 @@ class Job(_Camel):
     audience: AudienceFilter | None = None  # broadcast fan-out: the filter the estimate used
     caption: str | None = Field(default=None, max_length=1024)
     always_in_window: bool = False  # replies to an inbound message are inside the window by definition
-    # A fan-out continuation (``jastipin.fanout``): participants after ``cursor`` (participant id order) are
+    # A fan-out continuation (``outbound.fanout``): participants after ``cursor`` (participant id order) are
     # still to be read; the next chunk job is number ``next_chunk``.
     cursor: str | None = Field(default=None, max_length=64)
     next_chunk: int | None = Field(default=None, ge=0)

@@ -27,8 +27,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from jastipin import audience
 from jastipin.data import fanout_progress
 from jastipin.data.models import FanOutProgress, log_expiry
-from jastipin.jobs import Job, Recipient
-from jastipin.queues import SQS_BATCH, JobQueues
+from jastipin.outbound.jobs import Job, Recipient
+from jastipin.outbound.queues import SQS_BATCH, JobQueues
 from jastipin.settings import Settings
 
 logger = Logger(child=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from jastipin.jobs import QUEUE_OF_KIND, Job, QueueName
+from jastipin.outbound.jobs import QUEUE_OF_KIND, Job, QueueName
 from jastipin.settings import Settings
 
 SQS_BATCH = 10

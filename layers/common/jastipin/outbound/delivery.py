@@ -37,14 +37,13 @@ from jastipin.data.models import (
     log_key,
     utcnow,
 )
-from jastipin.fanout import FanOut, FanOutTakenOver
 from jastipin.ids import stable_id
-from jastipin.jobs import Job, JobKind, Recipient
 from jastipin.observability import breakdown
-from jastipin.queues import JobQueues
-from jastipin.rate_limit import SendLimiter
-from jastipin.settings import Settings
-from jastipin.whatsapp import (
+from jastipin.outbound.fanout import FanOut, FanOutTakenOver
+from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.queues import JobQueues
+from jastipin.outbound.rate_limit import SendLimiter
+from jastipin.outbound.whatsapp import (
     Address,
     AuthError,
     MarketingOptOut,
@@ -53,6 +52,7 @@ from jastipin.whatsapp import (
     WhatsAppError,
     WindowClosed,
 )
+from jastipin.settings import Settings
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -310,7 +310,7 @@ class Sender:
 
     # -- fan-out -----------------------------------------------------------------------------------------
     def fan_out(self, job: Job, deadline: Deadline | None = None) -> int:
-        """Queue the job's chunk jobs from where its fan-out stands (``jastipin.fanout``), handing over to a
+        """Queue the job's chunk jobs from where its fan-out stands (``outbound.fanout``), handing over to a
         continuation before the deadline; returns the recipients this invocation queued."""
         deadline = deadline or Deadline(None)
         try:
