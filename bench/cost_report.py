@@ -662,8 +662,8 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
         os.environ.update(
             SECRETS_SSM_PREFIX="", WA_API_BASE_URL=sandbox.url, WA_PHONE_NUMBER_ID="000000000000000"
         )
-        from jastipin.delivery import Sender
-        from jastipin.rate_limit import GlobalRateLimiter
+        from jastipin.outbound.delivery import Sender
+        from jastipin.outbound.rate_limit import GlobalRateLimiter
         from jastipin.runtime import services
         from jastipin.settings import get_settings
 
@@ -693,7 +693,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
                 sleep=clock.sleep,
             )
             svc.__dict__["sender"] = Sender(settings, svc.queues, svc.whatsapp, limiter, sleep=clock.sleep)
-            import jastipin.delivery as delivery_module
+            import jastipin.outbound.delivery as delivery_module
 
             delivery_module.time = types.SimpleNamespace(  # type: ignore[attr-defined]
                 time=clock.time, sleep=clock.sleep, monotonic=time.monotonic
@@ -822,7 +822,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
             os.environ.update(saved_env)
             get_settings.cache_clear()
             services.cache_clear()
-            import jastipin.delivery as delivery_module
+            import jastipin.outbound.delivery as delivery_module
 
             delivery_module.time = time  # type: ignore[attr-defined]
 
