@@ -4,12 +4,28 @@ from a failing table (raised as it is: the caller's record goes back to its queu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 def condition_failed(exc: Exception) -> bool:
     """Whether a PynamoDB write error is its condition not holding (and not the table failing)."""
     return getattr(exc, "cause_response_code", None) == CONDITION_FAILED
+
+
+def written(write: Callable[[], object]) -> bool:
+    """Run one conditional write: True if it was made, False if its condition did not hold. A failing table
+    raises."""
+    from pynamodb.exceptions import PutError, UpdateError
+
+    try:
+        write()
+    except (PutError, UpdateError) as exc:
+        if not condition_failed(exc):
+            raise
+        return False
+    return True
 
 
 def _store_errors() -> tuple[type[Exception], ...]:

@@ -6,21 +6,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist
+from pynamodb.expressions.update import Action
 
-from jastipin.data._conditions import condition_failed
+from jastipin.data._conditions import written
 from jastipin.data.models import Broadcast, BroadcastStatus
 
 
 def create(record: Broadcast) -> bool:
     """Store a new broadcast (status pending); False if one with its id exists (the same idempotency key)."""
-    try:
-        record.save(condition=Broadcast.broadcast_id.does_not_exist())
-    except PutError as exc:
-        if not condition_failed(exc):
-            raise
-        return False
-    return True
+    return written(lambda: record.save(condition=Broadcast.broadcast_id.does_not_exist()))
 
 
 def get(trip_id: str, broadcast_id: str) -> Broadcast | None:
@@ -42,17 +37,10 @@ def mark_queued(record: Broadcast) -> None:
 def remember_observed(record: Broadcast, observed: dict[str, Any], entries: int, at: datetime) -> bool:
     """Copy the log's view of a broadcast (``entries`` log entries seen) into its record, unless a view of
     more entries is stored already (a later read of an expiring log never replaces a fuller one)."""
-    try:
-        record.update(
-            actions=[
-                Broadcast.observed.set(observed),
-                Broadcast.observed_entries.set(entries),
-                Broadcast.observed_at.set(at),
-            ],
-            condition=Broadcast.observed_entries.does_not_exist() | (Broadcast.observed_entries <= entries),
-        )
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
-        return False
-    return True
+    actions: list[Action] = [
+        Broadcast.observed.set(observed),
+        Broadcast.observed_entries.set(entries),
+        Broadcast.observed_at.set(at),
+    ]
+    not_fuller = Broadcast.observed_entries.does_not_exist() | (Broadcast.observed_entries <= entries)
+    return written(lambda: record.update(actions=actions, condition=not_fuller))

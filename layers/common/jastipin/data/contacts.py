@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.update import Action
 
-from jastipin.data._conditions import condition_failed
+from jastipin.data._conditions import written
 from jastipin.data.models import Contact, utcnow
 
 
@@ -71,16 +71,11 @@ def touch(
         actions.append(Contact.user_id.set(user_id))
     if name:
         actions.append(Contact.name.set(name))
+    with_time = [*actions, Contact.last_inbound_at.set(at)]
     for before, new_hour in ((hour_start, True), (at, False)):
-        try:
-            contact.update(
-                actions=[*actions, Contact.last_inbound_at.set(at)],
-                condition=Contact.last_inbound_at.does_not_exist() | (Contact.last_inbound_at < before),
-            )
+        later = Contact.last_inbound_at.does_not_exist() | (Contact.last_inbound_at < before)
+        if written(lambda: contact.update(actions=with_time, condition=later)):  # noqa: B023 (called at once)
             return contact, new_hour
-        except UpdateError as exc:
-            if not condition_failed(exc):
-                raise
     contact.update(actions=actions)
     return contact, False
 
@@ -92,13 +87,9 @@ def set_last_trip(contact: Contact, trip_id: str) -> None:
 
 def set_user_id(key: str, user_id: str) -> bool:
     """Record a person's new user id on their contact; False if there is no such contact."""
-    try:
-        Contact(key).update(actions=[Contact.user_id.set(user_id)], condition=Contact.wa_key.exists())
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
-        return False
-    return True
+    return written(
+        lambda: Contact(key).update(actions=[Contact.user_id.set(user_id)], condition=Contact.wa_key.exists())
+    )
 
 
 def move(before: Contact, *, to_key: str, participant_id: str, user_id: str) -> None:
@@ -126,10 +117,4 @@ def set_marketing_opt_out(key: str, opted_out: bool, *, updated_at: datetime | N
     actions: list[Action] = [Contact.marketing_opt_out.set(opted_out)]
     if updated_at is not None:
         actions.append(Contact.updated_at.set(updated_at))
-    try:
-        Contact(key).update(actions=actions, condition=Contact.wa_key.exists())
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
-        return False
-    return True
+    return written(lambda: Contact(key).update(actions=actions, condition=Contact.wa_key.exists()))

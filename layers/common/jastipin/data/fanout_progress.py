@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
-from jastipin.data._conditions import condition_failed
+from jastipin.data._conditions import written
 from jastipin.data.models import FanOutProgress, utcnow
 
 
@@ -22,13 +22,9 @@ def get_or_create(job_id: str, *, trip_id: str, kind: str, expires_at: datetime)
     except DoesNotExist:
         pass
     progress = FanOutProgress(job_id, trip_id=trip_id, kind=kind, expires_at=expires_at)
-    try:
-        progress.save(condition=FanOutProgress.job_id.does_not_exist())
-    except PutError as exc:
-        if not condition_failed(exc):
-            raise
-        return FanOutProgress.get(job_id, consistent_read=True)  # another delivery created it meanwhile
-    return progress
+    if written(lambda: progress.save(condition=FanOutProgress.job_id.does_not_exist())):
+        return progress
+    return FanOutProgress.get(job_id, consistent_read=True)  # another delivery created it meanwhile
 
 
 def advance(
@@ -53,13 +49,7 @@ def advance(
         actions.append(FanOutProgress.continuations.add(1))
     if done:
         actions.append(FanOutProgress.done.set(True))
-    try:
-        progress.update(actions=actions, condition=_at(from_chunk))
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
-        return False
-    return True
+    return written(lambda: progress.update(actions=actions, condition=_at(from_chunk)))
 
 
 def many(job_ids: Iterable[str]) -> dict[str, FanOutProgress]:

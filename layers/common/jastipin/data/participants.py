@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.update import Action
 
-from jastipin.data._conditions import condition_failed
+from jastipin.data._conditions import written
 from jastipin.data.models import Participant, ParticipantStatus, utcnow
 
 
@@ -70,12 +70,8 @@ def join(
     """Make the person an active member: a new membership, or a re-JOIN (also after STOP) that reactivates
     the old one and keeps its ``joined_at``. Returns True for a new membership."""
     membership = Participant(trip_id, participant_id, wa_key=wa_key, phone=phone, user_id=user_id, name=name)
-    try:
-        membership.save(condition=Participant.participant_id.does_not_exist())
+    if written(lambda: membership.save(condition=Participant.participant_id.does_not_exist())):
         return True
-    except PutError as exc:
-        if not condition_failed(exc):
-            raise
     actions: list[Action] = [
         Participant.status.set(ParticipantStatus.ACTIVE.value),
         Participant.unsubscribed_at.remove(),
@@ -89,19 +85,12 @@ def join(
 
 def unsubscribe(trip_id: str, participant_id: str) -> bool:
     """STOP: the membership stays, unsubscribed. False if the person is not a member of the trip."""
-    try:
-        Participant(trip_id, participant_id).update(
-            actions=[
-                Participant.status.set(ParticipantStatus.UNSUBSCRIBED.value),
-                Participant.unsubscribed_at.set(utcnow()),
-            ],
-            condition=Participant.participant_id.exists(),
-        )
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
-        return False
-    return True
+    actions: list[Action] = [
+        Participant.status.set(ParticipantStatus.UNSUBSCRIBED.value),
+        Participant.unsubscribed_at.set(utcnow()),
+    ]
+    condition = Participant.participant_id.exists()
+    return written(lambda: Participant(trip_id, participant_id).update(actions=actions, condition=condition))
 
 
 def set_user_id(trip_id: str, participant_id: str, user_id: str) -> None:

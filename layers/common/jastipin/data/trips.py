@@ -5,21 +5,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pynamodb.exceptions import DoesNotExist, PutError
+from pynamodb.exceptions import DoesNotExist
 
-from jastipin.data._conditions import condition_failed
+from jastipin.data._conditions import written
 from jastipin.data.models import Product, Trip
 
 
 def create(trip: Trip) -> bool:
     """Store a new trip; False if its slug is taken."""
-    try:
-        trip.save(condition=Trip.trip_id.does_not_exist())
-    except PutError as exc:
-        if not condition_failed(exc):
-            raise
-        return False
-    return True
+    return written(lambda: trip.save(condition=Trip.trip_id.does_not_exist()))
 
 
 def get(trip_id: str) -> Trip | None:
