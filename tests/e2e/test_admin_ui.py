@@ -14,8 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import runtime_process
+from tests.harness import eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -60,16 +60,6 @@ class System:
     def messages_to(self, phone: str) -> list[dict]:
         messages = self.http.get(self.sandbox + "/_sandbox/messages").json()["messages"]
         return [m for m in messages if m["to"] == phone]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +133,7 @@ def test_retry_a_dlq_message_from_the_admin_page(system: System, browser: WebDri
         system.sandbox + "/_sandbox/inbound", json={"from": PARTICIPANT, "text": "JOIN jpn25", "name": "Ani"}
     )
     assert joined.json() == {"webhook_status": 200}
-    wait_for(lambda: system.dlq_depth() == 1, timeout=60, what="the reply job in the notifications DLQ")
+    eventually(lambda: system.dlq_depth() == 1, timeout=60, what="the reply job in the notifications DLQ")
     assert system.messages_to(PARTICIPANT) == []
 
     # 2. The operator fixes the cause (here: the fault goes away).
@@ -168,7 +158,7 @@ def test_retry_a_dlq_message_from_the_admin_page(system: System, browser: WebDri
 
     # 5. Retry: the job goes back to its queue, the sender delivers it, the DLQ is empty.
     row.find_element(By.CSS_SELECTOR, "button.retry").click()
-    (reply,) = wait_for(lambda: system.messages_to(PARTICIPANT), what="the reply in WhatsApp")
+    (reply,) = eventually(lambda: system.messages_to(PARTICIPANT), timeout=30, what="the reply in WhatsApp")
     assert reply["body"]["text"]["body"].startswith("Terima kasih sudah join!")
     WebDriverWait(browser, 20).until(
         lambda d: (

@@ -14,7 +14,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -34,6 +34,7 @@ from tests.e2e.helpers import (
     upload_product,
     wait_for_log,
 )
+from tests.harness import eventually
 
 VISIBILITY = 3  # seconds: a failed message comes back fast (the template's 180 s would stall the tests)
 SEND_CONCURRENCY = 4
@@ -85,16 +86,6 @@ def visibility(runtime: LocalRuntime, queue: str, seconds: int) -> Iterator[None
 
 def digits(n: int) -> str:
     return phone(n).lstrip("+")
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def failed_receives(runtime: LocalRuntime, queue: str) -> int:
@@ -154,7 +145,7 @@ def test_log_writes_failing_longer_than_the_sdk_retries(runtime):
     with visibility(runtime, "NotificationsQueue", 12):  # an invocation waits out the SDK's retries (≤ 7 s)
         runtime.moto.add_fault("dynamodb.UpdateItem", THROTTLED, table="NotificationsLogTable")
         job = upload_product(runtime, "logdown")
-        wait_until(lambda: failed_receives(runtime, "NotificationsQueue") > failures, 30, "the chunk to fail")
+        eventually(lambda: failed_receives(runtime, "NotificationsQueue") > failures, 30, "the chunk to fail")
         assert not log_entries(runtime, job)  # nothing could be logged
         runtime.moto.clear_faults()  # the table is back
         wait_for_log(runtime, job, count, timeout=60)
@@ -214,12 +205,12 @@ def test_token_expiring_mid_job_halts_the_chunk_until_it_is_renewed(runtime):
         sandbox.add_fault({"to": to_of[pid], "times": None, "http_status": 401, "code": 190})
     failures = failed_receives(runtime, "NotificationsQueue")
     job = upload_product(runtime, "expiry")
-    wait_until(lambda: failed_receives(runtime, "NotificationsQueue") > failures, 30, "the first halt")
+    eventually(lambda: failed_receives(runtime, "NotificationsQueue") > failures, 30, "the first halt")
     first = sends(runtime)
     assert first and set(first) <= early  # halted mid-job
     logged = {i["participant_id"]["S"]: i["status"]["S"] for i in log_entries(runtime, job)}
     assert all(logged[pid_of[to]] == "sent" for to in first)  # logged before the message went back
-    wait_until(lambda: failed_receives(runtime, "NotificationsQueue") > failures + 1, 30, "the redelivery")
+    eventually(lambda: failed_receives(runtime, "NotificationsQueue") > failures + 1, 30, "the redelivery")
     again = sends(runtime)
     assert set(again.values()) == {1} and set(again) <= early  # nobody twice, nobody past the bad token
     sandbox.clear_faults()  # the token is renewed before the third receive
@@ -266,8 +257,8 @@ def test_a_status_that_cannot_be_applied_waits_in_the_queue_until_the_log_is_bac
     with visibility(runtime, "InboundQueue", 10):
         response = post_webhook(runtime, {"statuses": [status]})
         assert (response.status_code, response.json()["statuses"]) == (200, 1)
-        wait_until(lambda: injected(runtime) >= SDK_ATTEMPTS, 30, "the SDK to give up")
-        wait_until(lambda: failed_receives(runtime, "InboundQueue") > failures, 30, "the failed receive")
+        eventually(lambda: injected(runtime) >= SDK_ATTEMPTS, 30, "the SDK to give up")
+        eventually(lambda: failed_receives(runtime, "InboundQueue") > failures, 30, "the failed receive")
         (entry,) = log_entries(runtime, job)
         assert entry["status"]["S"] == "sent"
         runtime.moto.clear_faults()
@@ -291,9 +282,9 @@ def test_join_while_contacts_cannot_be_updated_waits_in_the_dlq_and_is_answered_
     failures = failed_receives(runtime, "InboundQueue")
     runtime.moto.add_fault("dynamodb.UpdateItem", THROTTLED, table="ContactsTable")
     assert sandbox.send_inbound(from_phone=who, text="JOIN joindown", name="Ani") == 200
-    wait_until(lambda: dlq_messages(runtime, "InboundDLQ"), 60, "the message in the inbound DLQ")
+    eventually(lambda: dlq_messages(runtime, "InboundDLQ"), 60, "the message in the inbound DLQ")
     # Three receives, each failed (on the table, or because the one before was still retrying it).
-    wait_until(lambda: failed_receives(runtime, "InboundQueue") - failures >= 3, 15, "3 failed receives")
+    eventually(lambda: failed_receives(runtime, "InboundQueue") - failures >= 3, 15, "3 failed receives")
     assert sandbox.messages() == []  # no reply: nothing was done
     runtime.moto.clear_faults()
 
@@ -306,7 +297,7 @@ def test_join_while_contacts_cannot_be_updated_waits_in_the_dlq_and_is_answered_
     assert response.status_code == 200, response.text
     assert (response.json()["moved"], response.json()["done"]) == (1, True)
 
-    (reply,) = wait_until(lambda: sandbox.messages(to=who), 30, "the reply")
+    (reply,) = eventually(lambda: sandbox.messages(to=who), 30, "the reply")
     assert reply["body"]["text"]["body"].startswith("Terima kasih sudah join!")
     runtime.wait_idle(timeout=30)  # a second reply would have been queued and sent by now
     assert [m["to"] for m in sandbox.messages()] == [who]
@@ -332,11 +323,11 @@ def test_stop_while_memberships_cannot_be_updated_is_applied_once_the_table_is_b
     # message would reach the DLQ before the table is back (tested above for JOIN).
     with visibility(runtime, "InboundQueue", 10):
         assert sandbox.send_inbound(from_phone=who, text="STOP") == 200
-        wait_until(lambda: injected(runtime) >= SDK_ATTEMPTS, 30, "the SDK to give up")
-        wait_until(lambda: failed_receives(runtime, "InboundQueue") > failures, 30, "the failed receive")
+        eventually(lambda: injected(runtime) >= SDK_ATTEMPTS, 30, "the SDK to give up")
+        eventually(lambda: failed_receives(runtime, "InboundQueue") > failures, 30, "the failed receive")
         assert sandbox.messages() == []  # not answered: the record failed
         runtime.moto.clear_faults()
-        (reply,) = wait_until(lambda: sandbox.messages(to=who), 30, "the reply")
+        (reply,) = eventually(lambda: sandbox.messages(to=who), 30, "the reply")
     assert reply["body"]["text"]["body"].startswith("Anda berhenti menerima notifikasi.")
     runtime.wait_idle(timeout=30)
     assert [m["to"] for m in sandbox.messages()] == [who]  # answered once

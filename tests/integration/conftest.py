@@ -3,11 +3,7 @@ test, the WhatsApp sandbox, and the functions' handlers imported as Lambda would
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -20,6 +16,7 @@ from localrun.runtime import LOCAL_SECRETS, free_port
 from localrun.sandbox import WhatsAppSandbox
 from localrun.stack import LocalStack
 from tests.conftest import REGION, ROOT, settings_env
+from tests.harness import load_function
 
 
 @dataclass
@@ -31,29 +28,6 @@ class Ctx:
     webhook: ModuleType
     sender: ModuleType
     inbound: ModuleType
-
-
-class FakeContext:
-    function_name = "test"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:ap-southeast-3:123456789012:function:test"
-    function_version = "$LATEST"
-
-    def __init__(self, seconds: float = 30) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self._deadline = time.time() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self._deadline - time.time()) * 1000)
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_app", ROOT / "functions" / name / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +71,7 @@ def handlers(
 
     get_settings.cache_clear()
     services.cache_clear()
-    modules = {name: _load(name) for name in ("enqueue", "webhook", "sender", "admin", "inbound")}
+    modules = {name: load_function(name) for name in ("enqueue", "webhook", "sender", "admin", "inbound")}
     yield stack, modules
     os.environ.clear()
     os.environ.update(saved)

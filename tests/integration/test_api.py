@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from tests.conftest import REGION, load_event
-from tests.integration.conftest import FakeContext
+from tests.harness import FakeContext
 
 TOKEN = "local-api-token"
 

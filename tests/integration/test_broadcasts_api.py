@@ -14,7 +14,7 @@ import pytest
 from jastipin.ids import stable_id
 from localrun.sandbox import webhook_envelope
 from tests.conftest import REGION, load_event
-from tests.integration.conftest import FakeContext
+from tests.harness import FakeContext
 from tests.integration.test_api import create_trip
 from tests.integration.test_webhook_and_sender import drain, inbound, post_webhook
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import boto3
 
 from tests.conftest import REGION
-from tests.integration.conftest import FakeContext
+from tests.harness import FakeContext, sqs_event
 from tests.integration.test_api import create_trip, upload
 
 PARTICIPANTS = 1_500
@@ -40,25 +40,6 @@ def seed(ctx, trip: str, count: int) -> set[str]:
     return ids
 
 
-def sqs_event(message: dict, queue) -> dict:
-    """One received SQS message as Lambda's event source hands it to the function."""
-    return {
-        "Records": [
-            {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": message["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue.arn,
-                "awsRegion": REGION,
-            }
-        ]
-    }
-
-
 def run_queue(ctx, seconds: float, max_invocations: int = 200) -> tuple[int, int]:
     """Each message of the notifications queue in its own invocation with ``seconds`` to live, as the
     template's event source (batch size 1) delivers them; returns (invocations, fan-out invocations)."""
@@ -71,7 +52,7 @@ def run_queue(ctx, seconds: float, max_invocations: int = 200) -> tuple[int, int
             return invocations, fan_outs
         (m,) = messages
         fan_outs += '"participants"' not in m["Body"]
-        event = sqs_event(m, queue)
+        event = sqs_event([m], queue.arn)
         response = ctx.sender.handler(event, FakeContext(seconds))
         invocations += 1
         assert response == {"batchItemFailures": []}
@@ -120,7 +101,7 @@ def test_a_redriven_fan_out_resumes_from_its_cursor_not_from_the_beginning(ctx):
     (original,) = sqs.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=1)["Messages"]
     # It had got part of the way before (say) its invocation was killed; later an operator redrives the
     # original message from the DLQ: it carries no cursor, but the stored progress does.
-    event = sqs_event(original, queue)
+    event = sqs_event([original], queue.arn)
     assert ctx.sender.handler(event, FakeContext(TINY_TIMEOUT_SECONDS)) == {"batchItemFailures": []}
     sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=original["ReceiptHandle"])
     reached = int(progress(ctx, body["job_id"])["next_chunk"]["N"])

@@ -26,7 +26,7 @@ from jastipin.ids import stable_id
 from localrun.runtime import LOCAL_SECRETS
 from localrun.sandbox import webhook_envelope
 from tests.conftest import REGION
-from tests.integration.conftest import FakeContext
+from tests.harness import FakeContext
 from tests.unit.test_request_properties import api_event
 
 TOKEN = LOCAL_SECRETS["API_TOKEN"]

@@ -8,7 +8,7 @@ import io
 import json
 
 from tests.conftest import load_event
-from tests.integration.conftest import FakeContext
+from tests.harness import FakeContext
 
 
 def test_sender_output_has_job_ids_and_metrics_and_no_personal_data(ctx, capsys):

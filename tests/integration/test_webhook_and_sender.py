@@ -10,7 +10,7 @@ import boto3
 
 from localrun.sandbox import sign, webhook_envelope
 from tests.conftest import REGION, load_event
-from tests.integration.conftest import FakeContext
+from tests.harness import FakeContext, sqs_event
 from tests.integration.test_api import create_trip, upload
 
 SECRET = "local-app-secret"
@@ -55,22 +55,7 @@ def drain(ctx, queue: str = "NotificationsQueue", rounds: int = 5) -> list[dict]
         ).get("Messages", [])
         if not messages:
             break
-        event = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m.get("Attributes", {}),
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": q.arn,
-                    "awsRegion": REGION,
-                }
-                for m in messages
-            ]
-        }
+        event = sqs_event(messages, q.arn)
         response = function.handler(event, FakeContext())
         responses.append(response)
         failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}

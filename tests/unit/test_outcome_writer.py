@@ -5,7 +5,6 @@ stops what follows and is reported."""
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from jastipin.data.models import LogStatus
 from jastipin.outbound.delivery import Outcome, _OutcomeWriter
 from jastipin.outbound.jobs import Recipient
+from tests.harness import eventually
 
 
 def outcome(rid: str, attempts: int, status: LogStatus = LogStatus.QUEUED) -> Outcome:
@@ -57,13 +57,6 @@ def make(pool: ThreadPoolExecutor, log: Log) -> tuple[_OutcomeWriter, list[int],
     failures: list[BaseException] = []
     writer = _OutcomeWriter(pool, log.write, written=done.append, failed=failures.append)
     return writer, done, failures
-
-
-def eventually(check, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def test_recipients_are_written_side_by_side_without_waiting_for_a_batch(pool):

@@ -8,10 +8,8 @@ accept."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
-import sys
 import uuid
 from collections.abc import Iterator
 from types import ModuleType
@@ -32,7 +30,7 @@ from jastipin.ids import SLUG_RE, stable_id
 from jastipin.outbound.jobs import Job, JobKind, Recipient, TemplateRef
 from jastipin.proofs import ProofRequest
 from jastipin.trips import MAX_PRICE, CreateTripRequest, NewProductRequest
-from tests.conftest import ROOT
+from tests.harness import FakeContext, load_function
 
 TOKEN = "local-api-token"
 TRIP = "jpn25"
@@ -388,15 +386,6 @@ def api_event(
     return event
 
 
-def load_handler(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_app_props", ROOT / "functions" / name / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def enqueue(settings, monkeypatch) -> Iterator[ModuleType]:
     from jastipin.data.models import Participant, Trip
@@ -409,24 +398,13 @@ def enqueue(settings, monkeypatch) -> Iterator[ModuleType]:
     Trip(TRIP, title="Jastip Jepang", owner_phone=OWNER_PHONE).save()
     Trip(K_TRIP, title="Jastip Korea", owner_phone=OWNER_PHONE).save()
     Participant(TRIP, MEMBER_ID, wa_key=MEMBER_PHONE, phone=MEMBER_PHONE, name="Ani").save()
-    yield load_handler("enqueue")
+    yield load_function("enqueue", alias="enqueue_app_props")
     get_settings.cache_clear()
     services.cache_clear()
 
 
-class FakeContext:
-    function_name = "enqueue"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:ap-southeast-3:123456789012:function:enqueue"
-    aws_request_id = "req-1"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
-
-
 def invoke(module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
-    return module.handler(event, FakeContext())
+    return module.handler(event, FakeContext(function_name="enqueue"))
 
 
 POST_ROUTES = {

@@ -1,0 +1,82 @@
+"""What the tests share to drive the functions as Lambda drives them: a handler module loaded from
+``functions/<name>/app.py``, a Lambda context with a deadline, SQS events built from received messages, and
+``eventually`` (poll a condition until it holds) instead of fixed sleeps."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any, TypeVar
+
+from tests.conftest import REGION, ROOT
+
+T = TypeVar("T")
+
+
+def load_function(name: str, alias: str | None = None) -> ModuleType:
+    """Import ``functions/<name>/app.py`` as Lambda does (a module of its own, not a package member). Each
+    alias is a fresh import: module-level state (resolver, processors) is the alias's own."""
+    spec = importlib.util.spec_from_file_location(
+        alias or f"{name}_app", ROOT / "functions" / name / "app.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeContext:
+    """A Lambda context: a fresh request id, and a deadline ``seconds`` from its creation."""
+
+    memory_limit_in_mb = 256
+    function_version = "$LATEST"
+
+    def __init__(self, seconds: float = 30, function_name: str = "test") -> None:
+        self.function_name = function_name
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:{function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self._deadline = time.time() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._deadline - time.time()) * 1000)
+
+
+def sqs_event(messages: Iterable[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """Messages received from a queue (``ReceiveMessage``'s answer) as Lambda's event source mapping hands
+    them to the function."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes") or {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
+
+
+def eventually(
+    condition: Callable[[], T], timeout: float = 5.0, what: str = "condition", interval: float = 0.05
+) -> T:
+    """Poll ``condition`` until it returns something true, and return that; fail after ``timeout`` seconds
+    naming ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
