@@ -27,7 +27,7 @@ def authorize() -> None:
 def create_trip():
     authorize()
     request = parse_body(app, trips.CreateTripRequest, services().settings.max_body_bytes)
-    trip = trips.create_trip(request)
+    trip = trips.create_trip(request, services().settings)
     logger.info("trip created", extra={"trip_id": trip.trip_id})
     return json_response(201, trips.trip_view(trip))
 
@@ -38,7 +38,7 @@ def upload_product(tripId: str):  # noqa: N803 - the path parameter's name in te
     authorize()
     svc = services()
     request = parse_body(app, trips.NewProductRequest, svc.settings.max_body_bytes)
-    product, job = trips.upload_product(tripId, request, svc.queues)
+    product, job = trips.upload_product(tripId, request, svc.queues, svc.settings)
     logger.info("product queued", extra={"trip_id": product.trip_id, "job_id": job.job_id})
     return json_response(
         202,

@@ -131,6 +131,38 @@ def test_product_schema_errors(ctx, body, field):
     assert queued(ctx) == []
 
 
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [("no_such_template", "unknown template"), ("trip_reminder", "takes 1 parameter")],
+)
+def test_a_window_template_must_be_an_approved_template_taking_title_and_product(ctx, template, problem):
+    body = {"slug": "jpn25", "title": "Jastip Jepang", "owner_phone": "081234567890"}
+    status, response = call(
+        ctx, "POST", "/api/trips", {**body, "window_policy": "template", "window_template": template}
+    )
+    assert status == 422 and response["error"]["field"] == "window_template"
+    assert problem in response["error"]["message"]
+    assert call(ctx, "POST", "/api/trips", body)[0] == 201  # nothing was stored: the slug is still free
+
+
+def test_a_product_update_outside_the_window_carries_the_registry_s_template(ctx):
+    body = {"slug": "jpn25", "title": "Jastip Jepang", "owner_phone": "081234567890"}
+    assert (
+        call(
+            ctx,
+            "POST",
+            "/api/trips",
+            {**body, "window_policy": "template", "window_template": "product_update"},
+        )[0]
+        == 201
+    )
+    assert upload(ctx, {"name": "Tumbler", "price": 450000})[0] == 202
+    (message,) = queued(ctx)
+    ref = json.loads(message["Body"])["templateRef"]
+    assert ref["name"] == "product_update" and ref["parameters"] == ["Jastip Jepang", "Tumbler"]
+    assert ref["category"] == "utility" and ref["language"] == "id"  # from the registry, not defaults
+
+
 def test_malformed_json_is_400(ctx):
     for raw in ("{not json", "[1,2]", ""):
         status, body = call(ctx, "POST", "/api/trips", raw=raw)

@@ -1,5 +1,6 @@
 """HTTP edge helpers shared by the API functions: bearer auth, body parsing into pydantic models, and the
-one place that maps errors to status codes and JSON bodies (never a 500 for bad input)."""
+one place that maps errors (``jastipin.errors``) to status codes and JSON bodies (never a 500 for bad
+input)."""
 
 from __future__ import annotations
 
@@ -16,18 +17,18 @@ from jastipin.errors import JastipinError
 M = TypeVar("M", bound=BaseModel)
 
 
-class HttpError(Exception):
+class HttpError(JastipinError):
+    """A request refused at the edge (auth, body, size): a ``JastipinError`` with its own status and code."""
+
     def __init__(
         self,
         status_code: int,
         code: str,
         message: str,
         field: str | None = None,
-        details: list[dict[str, str]] | None = None,
+        details: list[dict[str, Any]] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status_code, self.code, self.message, self.field = status_code, code, message, field
-        self.details = details
+        super().__init__(message, field=field, details=details, status_code=status_code, code=code)
 
 
 def json_response(status_code: int, body: Any, headers: dict[str, str] | None = None) -> Response[str]:
@@ -106,13 +107,9 @@ def validation_error(exc: ValidationError) -> HttpError:
 def install_error_handlers(app: APIGatewayHttpResolver) -> None:
     """The single status-code mapping for every API function."""
 
-    @app.exception_handler(HttpError)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
-    def _http_error(exc: HttpError) -> Response[str]:
+    @app.exception_handler(JastipinError)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
+    def _error(exc: JastipinError) -> Response[str]:
         return json_response(exc.status_code, error_body(exc.code, exc.message, exc.field, exc.details))
-
-    @app.exception_handler(JastipinError)  # type: ignore[untyped-decorator]
-    def _domain_error(exc: JastipinError) -> Response[str]:
-        return json_response(exc.status_code, error_body(exc.code, exc.message, exc.field))
 
     @app.not_found
     def _not_found(_exc: Exception) -> Response[str]:

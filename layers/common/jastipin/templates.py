@@ -81,11 +81,12 @@ class TemplateRegistry:
     def names(self) -> list[str]:
         return sorted(self._specs)
 
-    def get(self, name: str) -> TemplateSpec:
+    def get(self, name: str, *, field: str = "template") -> TemplateSpec:
+        """The approved template of this name; 422 naming ``field`` if there is none."""
         spec = self._specs.get(name)
         if spec is None:
             known = ", ".join(self.names())
-            raise Unprocessable(f"unknown template '{name[:64]}' (known: {known})", field="template")
+            raise Unprocessable(f"unknown template '{name[:64]}' (known: {known})", field=field)
         return spec
 
     def ref(
@@ -95,13 +96,16 @@ class TemplateRegistry:
         *,
         header_image_url: str | None = None,
         header_image_id: str | None = None,
+        field: str = "template",
+        parameters_field: str = "parameters",
     ) -> TemplateRef:
-        """The template reference a job carries, after checking the name and the parameter count."""
-        spec = self.get(name)
+        """The template reference a job carries, after checking the name and the parameter count: every
+        path that sends a template builds its reference here (broadcasts, proofs, product updates)."""
+        spec = self.get(name, field=field)
         if len(parameters) != spec.parameters:
             raise Unprocessable(
                 f"template '{spec.name}' takes {spec.parameters} parameter(s), got {len(parameters)}",
-                field="parameters",
+                field=parameters_field,
             )
         has_image = bool(header_image_url or header_image_id)
         return TemplateRef(

@@ -15,6 +15,8 @@ from jastipin.outbound.jobs import Job, JobKind, TemplateRef
 from jastipin.outbound.queues import JobQueues
 from jastipin.phones import InvalidPhoneNumber, to_e164
 from jastipin.safe_text import CleanLine, CleanText
+from jastipin.settings import Settings
+from jastipin.templates import registry
 
 MAX_PRICE = 10**12
 
@@ -72,7 +74,11 @@ def trip_view(trip: Trip) -> dict[str, Any]:
     }
 
 
-def create_trip(request: CreateTripRequest) -> Trip:
+def create_trip(request: CreateTripRequest, settings: Settings) -> Trip:
+    """Store a new trip; 409 if the slug is taken, 422 if its window template is not an approved template
+    taking the trip title and product name."""
+    if request.window_policy is WindowPolicy.TEMPLATE and request.window_template:
+        _window_template(settings, request.window_template, ["title", "product"])
     trip = Trip(
         request.slug,
         title=request.title,
@@ -96,9 +102,15 @@ def get_trip(trip_id: str) -> Trip:
     return trip
 
 
-def upload_product(trip_id: str, request: NewProductRequest, queues: JobQueues) -> tuple[Product, Job]:
+def upload_product(
+    trip_id: str, request: NewProductRequest, queues: JobQueues, settings: Settings
+) -> tuple[Product, Job]:
     """Save the product and queue one fan-out job; the participants are read behind the queue."""
     trip = get_trip(trip_id)
+    template_ref = None
+    if trip.window_policy == WindowPolicy.TEMPLATE and trip.window_template:
+        # Checked again here: the registry is configuration, and may have changed since the trip was made.
+        template_ref = _window_template(settings, trip.window_template, [trip.title, request.name])
     product = Product(
         trip.trip_id,
         new_id("prd"),
@@ -108,9 +120,6 @@ def upload_product(trip_id: str, request: NewProductRequest, queues: JobQueues) 
         image_url=str(request.image_url) if request.image_url else None,
     )
     trip_records.add_product(product)
-    template_ref = None
-    if trip.window_policy == WindowPolicy.TEMPLATE and trip.window_template:
-        template_ref = TemplateRef(name=trip.window_template, parameters=[trip.title, request.name])
     job = Job(
         job_id=new_id("job"),
         kind=JobKind.PRODUCT_UPDATE,
@@ -122,3 +131,9 @@ def upload_product(trip_id: str, request: NewProductRequest, queues: JobQueues) 
     )
     queues.send(job)
     return product, job
+
+
+def _window_template(settings: Settings, name: str, parameters: list[str]) -> TemplateRef:
+    return registry(settings).ref(
+        name, parameters, field="window_template", parameters_field="window_template"
+    )
