@@ -26,9 +26,10 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from jastipin import observability
-from jastipin.admin import PurgeRequest, RedriveRequest, recent_outcomes
 from jastipin.http import HttpError, install_error_handlers, json_response, parse_body, require_bearer
+from jastipin.operations import observability
+from jastipin.operations.outcomes import recent_outcomes
+from jastipin.operations.views import PurgeRequest, RedriveRequest
 from jastipin.runtime import services
 
 logger = Logger()

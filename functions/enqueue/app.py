@@ -7,8 +7,9 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from jastipin import broadcasts, ledger, observability, proofs, trips
+from jastipin import broadcasts, ledger, proofs, trips
 from jastipin.http import install_error_handlers, json_response, parse_body, require_bearer, validate
+from jastipin.operations import observability
 from jastipin.runtime import services
 
 logger = Logger()

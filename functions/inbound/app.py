@@ -16,8 +16,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from jastipin import observability
 from jastipin.inbound.queued import QueuedStatus, read_queued
+from jastipin.operations import observability
 from jastipin.runtime import services
 
 logger = Logger()

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from jastipin import observability
+from jastipin.operations import observability
 from jastipin.outbound.delivery import Deadline
 from jastipin.outbound.jobs import Job
 from jastipin.runtime import services

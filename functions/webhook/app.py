@@ -21,9 +21,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from jastipin import observability
 from jastipin.http import HttpError, install_error_handlers, json_response, raw_body
 from jastipin.inbound.payload import WebhookPayload, signature_valid
+from jastipin.operations import observability
 from jastipin.runtime import services
 
 logger = Logger()

@@ -1,4 +1,4 @@
-"""Admin logic (``jastipin.admin``): the PII-free DLQ view, redrive entries, request models, and the queue
+"""Admin logic (``operations``): the PII-free DLQ view, redrive entries, request models, and the queue
 operations against moto's in-process SQS."""
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ import boto3
 import pytest
 from pydantic import ValidationError
 
-from jastipin.admin import (
+from jastipin.errors import NotFound
+from jastipin.operations.dlq import (
     MAX_LIST,
     ConfirmationRequired,
-    PurgeRequest,
     QueueAdmin,
-    RedriveRequest,
     dlq_message_view,
     redrive_entry,
 )
-from jastipin.errors import NotFound
+from jastipin.operations.views import PurgeRequest, RedriveRequest
 
 PHONE = "+6281311112222"
 

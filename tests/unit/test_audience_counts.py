@@ -59,7 +59,7 @@ def assert_exact(trip_id: str = TRIP, now: datetime | None = None, days: Iterabl
 @pytest.fixture
 def trips(settings) -> CommandHandler:
     for slug, title in ((TRIP, "Jastip Jepang"), (OTHER, "Jastip Korea")):
-        create_trip(CreateTripRequest(slug=slug, title=title, owner_phone="+6281234567890"))
+        create_trip(CreateTripRequest(slug=slug, title=title, owner_phone="+6281234567890"), settings)
     return CommandHandler(Queued())
 
 

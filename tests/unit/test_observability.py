@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from jastipin import observability
+from jastipin.operations import observability
 from jastipin.outbound.jobs import Job, JobKind, Recipient
 from tests.conftest import ROOT
 
@@ -148,7 +148,7 @@ def fake_sentry() -> Iterator[FakeSentry]:
 
 REPORTING_SCRIPT = """
 import logging, sys
-from jastipin import observability
+from jastipin.operations import observability
 from jastipin.outbound.jobs import Job
 
 assert observability.init_sentry(sys.argv[1]) and observability.sentry_enabled()
@@ -199,7 +199,7 @@ def test_an_error_reaches_sentry_without_phone_numbers_or_text(fake_sentry):
 def test_sentry_stays_off_and_unimported_without_a_dsn():
     code = (
         "import sys\n"
-        "from jastipin import observability\n"
+        "from jastipin.operations import observability\n"
         "assert observability.init_sentry('') is False and not observability.sentry_enabled()\n"
         "observability.capture_exception(ValueError('x'))\n"
         "assert 'sentry_sdk' not in sys.modules\n"

@@ -12,9 +12,10 @@ import yaml
 from openapi_spec_validator import validate
 from pydantic import BaseModel
 
-from jastipin.admin import ADMIN_QUEUES, PurgeRequest, RedriveRequest
 from jastipin.broadcasts import BroadcastRequest, EstimateQuery
 from jastipin.data.models import BroadcastStatus, LogStatus
+from jastipin.operations.dlq import ADMIN_QUEUES
+from jastipin.operations.views import PurgeRequest, RedriveRequest
 from jastipin.proofs import ProofRequest
 from jastipin.templates import TemplateCategory
 from jastipin.trips import CreateTripRequest, NewProductRequest

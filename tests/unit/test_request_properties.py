@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from jastipin import texts
-from jastipin.admin import PurgeRequest, RedriveRequest
 from jastipin.broadcasts import BroadcastRequest, EstimateQuery
 from jastipin.http import HttpError, error_body, validate
 from jastipin.ids import SLUG_RE, stable_id
+from jastipin.operations.views import PurgeRequest, RedriveRequest
 from jastipin.outbound.jobs import Job, JobKind, Recipient, TemplateRef
 from jastipin.proofs import ProofRequest
 from jastipin.trips import MAX_PRICE, CreateTripRequest, NewProductRequest

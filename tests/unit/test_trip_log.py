@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jastipin.admin import recent_outcomes
 from jastipin.data.models import NotificationLog
 from jastipin.data.notifications_log import trip_log
+from jastipin.operations.outcomes import recent_outcomes
 
 START = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)
 BIG_JOB, BIG = "bc_big", 250  # a broadcast: many entries under one job

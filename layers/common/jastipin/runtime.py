@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from jastipin.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from jastipin.admin import QueueAdmin
     from jastipin.inbound.intake import WebhookIntake
     from jastipin.inbound.processor import InboundProcessor
+    from jastipin.operations.dlq import QueueAdmin
     from jastipin.outbound.delivery import Sender
     from jastipin.outbound.queues import JobQueues
     from jastipin.outbound.rate_limit import SendLimiter
@@ -73,7 +73,7 @@ class Services:
 
     @cached_property
     def queue_admin(self) -> QueueAdmin:
-        from jastipin.admin import QueueAdmin
+        from jastipin.operations.dlq import QueueAdmin
 
         return QueueAdmin(self.sqs, self.settings)
 

@@ -38,7 +38,7 @@ from jastipin.data.models import (
     utcnow,
 )
 from jastipin.ids import stable_id
-from jastipin.observability import breakdown
+from jastipin.operations.observability import breakdown
 from jastipin.outbound.fanout import FanOut, FanOutTakenOver
 from jastipin.outbound.jobs import Job, JobKind, Recipient
 from jastipin.outbound.queues import JobQueues

@@ -23,10 +23,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from jastipin.errors import JastipinError, NotFound, Unprocessable
-from jastipin.ids import normalise_slug
+from jastipin.errors import JastipinError, NotFound
+from jastipin.operations.views import (
+    DlqListing,
+    DlqMessage,
+    FanOutView,
+    PurgeRequest,
+    PurgeResult,
+    QueueCounts,
+    QueueStats,
+    RedriveRequest,
+    RedriveResult,
+)
 from jastipin.outbound.jobs import Job, QueueName
 from jastipin.settings import Settings
 
@@ -36,8 +46,6 @@ ADMIN_QUEUES = (*(q.value for q in QueueName), INBOUND)  # the job queues, then 
 PEEK_VISIBILITY_SECONDS = 20  # how long a looked-at DLQ message stays hidden if the release fails
 MOVE_VISIBILITY_SECONDS = 60  # hidden while being redriven or purged (released again if not moved)
 MAX_LIST = 100  # DLQ messages listed per request
-MAX_REDRIVE_IDS = 100
-MAX_OUTCOMES = 200
 STOP_BEFORE_SECONDS = 3.0  # leave this much of the invocation for the answer
 
 TimeLeft = Callable[[], float]
@@ -50,123 +58,6 @@ def unlimited() -> float:
 class ConfirmationRequired(JastipinError):
     status_code = 422
     code = "confirmation_required"
-
-
-# ---------------------------------------------------------------------------------------------- views
-class _View(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class QueueCounts(_View):
-    visible: int  # ApproximateNumberOfMessages
-    in_flight: int  # ApproximateNumberOfMessagesNotVisible (being processed, or being looked at)
-    delayed: int  # ApproximateNumberOfMessagesDelayed
-    oldest_age_seconds: float | None = None  # DLQs only (see the module docs)
-
-
-class QueueStats(_View):
-    name: str
-    fifo: bool
-    queue: QueueCounts
-    dlq: QueueCounts
-
-
-class FanOutView(_View):
-    """How far a fan-out job got (``FanOutProgress``): a redrive resumes from there."""
-
-    chunks_queued: int
-    recipients_queued: int
-    continuations: int  # hand-overs to a fresh invocation
-    done: bool
-    updated_at: datetime | None = None
-
-
-class DlqMessage(_View):
-    """A DLQ message as operators may see it: what the job is, never whom it is for or what it says."""
-
-    message_id: str
-    readable: bool  # False: the body is not a valid job (then only SQS facts are shown)
-    job_id: str | None = None
-    kind: str | None = None
-    trip_id: str | None = None
-    message_type: str | None = None
-    fan_out: bool = False  # a fan-out job has no recipients yet: it is for the whole trip
-    continuation: bool = False  # a fan-out that an earlier invocation handed over (it carries a cursor)
-    progress: FanOutView | None = None  # a fan-out's progress so far
-    recipients: int | None = None  # how many, never who
-    receive_count: int  # SQS ApproximateReceiveCount: the source queue's receives plus every look here
-    sent_at: datetime | None = None  # when the job was first queued
-    age_seconds: float | None = None
-    group_id: str | None = None  # FIFO MessageGroupId (the trip id)
-
-
-class DlqListing(_View):
-    queue: str
-    fifo: bool
-    messages: list[DlqMessage]
-    oldest_age_seconds: float | None
-    complete: bool  # False when there may be more than `limit` messages
-
-
-class RedriveRequest(BaseModel):
-    """Either ``{"message_ids": [...]}`` or ``{"all": true}``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    message_ids: list[str] = Field(default_factory=list, max_length=MAX_REDRIVE_IDS)
-    all: bool = Field(default=False, strict=True)
-
-    @model_validator(mode="after")
-    def _one_of(self) -> RedriveRequest:
-        if self.all == bool(self.message_ids):
-            raise ValueError('give either "message_ids" (a non-empty list) or "all": true')
-        return self
-
-
-class RedriveResult(_View):
-    queue: str
-    moved: int
-    moved_ids: list[str]
-    not_found: list[str]  # asked for but not seen in the DLQ (already moved, or hidden by another look)
-    remaining: int  # messages still visible in the DLQ afterwards
-    done: bool  # False: time ran out with messages left ("all"): call again
-
-
-class PurgeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    confirm: str = Field(default="", max_length=64)
-
-
-class PurgeResult(_View):
-    queue: str
-    target: Literal["queue", "dlq"]
-    deleted: int
-    remaining: int  # still visible: call again when done is False
-    in_flight: int  # being processed now: a purge cannot take these
-    done: bool
-
-
-class OutcomeView(_View):
-    """One log entry: the participant's pseudonymous id only (no phone, no text, no wamid: a wamid encodes
-    the recipient's number)."""
-
-    job_id: str
-    participant_id: str
-    message_type: str
-    status: str
-    reason: str | None = None
-    error_code: int | None = None
-    attempts: int
-    created_at: str
-    updated_at: str
-
-
-class TripOutcomes(_View):
-    trip_id: str
-    status: str | None
-    outcomes: list[OutcomeView]
-    truncated: bool  # stopped looking (time or size) before `limit` entries were found
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -253,13 +144,6 @@ def redrive_entry(message: dict[str, Any], index: int, *, fifo: bool) -> dict[st
         entry["MessageGroupId"] = (message.get("Attributes") or {}).get("MessageGroupId") or "redrive"
         entry["MessageDeduplicationId"] = f"redrive-{uuid.uuid4().hex}"
     return entry
-
-
-def normalise_trip_id(raw: str) -> str:
-    trip_id = normalise_slug(raw) if raw.isascii() else None
-    if trip_id is None:
-        raise NotFound(f"no trip '{raw[:64]}'", field="tripId")
-    return trip_id
 
 
 # ---------------------------------------------------------------------------------------------- queues
@@ -479,53 +363,3 @@ class QueueAdmin:
                     for i, m in enumerate(messages[start : start + SQS_BATCH])
                 ],
             )
-
-
-# ---------------------------------------------------------------------------------------------- outcomes
-def recent_outcomes(
-    trip_id: str,
-    *,
-    limit: int = 50,
-    status: str | None = None,
-    time_left: TimeLeft = unlimited,
-) -> TripOutcomes:
-    """The trip's newest log entries, optionally of one status only (``notifications_log.trip_log``, newest
-    first).
-
-    Without a status the newest ``limit`` keys are fetched by BatchGetItem; with one, the walk may cover the
-    trip's whole log (few entries fail), so a broadcast's entries are read by Query on the job instead."""
-    from jastipin.data.models import LogStatus
-    from jastipin.data.notifications_log import trip_log
-
-    trip_id = normalise_trip_id(trip_id)
-    if status is not None and status not in {s.value for s in LogStatus}:
-        known = ", ".join(s.value for s in LogStatus)
-        raise Unprocessable(f"status: one of {known}", field="status")
-    limit = max(1, min(limit, MAX_OUTCOMES))
-    if status is None:
-        entries = trip_log(trip_id, newest_first=True, page_size=limit, whole_jobs=False)
-    else:
-        entries = trip_log(trip_id, newest_first=True)
-    outcomes: list[OutcomeView] = []
-    truncated = False
-    for entry in entries:
-        if status is None or entry.status == status:
-            outcomes.append(
-                OutcomeView(
-                    job_id=entry.job_id,
-                    participant_id=entry.participant_id,
-                    message_type=entry.message_type,
-                    status=entry.status,
-                    reason=entry.reason,
-                    error_code=int(entry.error_code) if entry.error_code is not None else None,
-                    attempts=int(entry.attempts or 0),
-                    created_at=entry.created_at,
-                    updated_at=entry.updated_at,
-                )
-            )
-            if len(outcomes) >= limit:
-                break
-        if time_left() <= STOP_BEFORE_SECONDS:
-            truncated = True
-            break
-    return TripOutcomes(trip_id=trip_id, status=status, outcomes=outcomes, truncated=truncated)
