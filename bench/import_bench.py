@@ -1,6 +1,8 @@
 """Cold import of each function from the built artefact against a bare ``import boto3``; the layer's size.
 
     python -m bench.import_bench [--rounds 15] [--build-dir DIR] [--out bench/results/imports.md]
+    python -m bench.import_bench --baseline DIR [--rounds 15] [--out FILE]
+
 
 Builds the artefact as ``make build`` does (``sam build``, then every Python file compiled: Lambda's code
 directories are read-only, so whatever ships without its ``.pyc`` is compiled again on every cold start), and
@@ -9,7 +11,12 @@ build after build, it starts fresh bare interpreters (``-I -S -B``: only the fun
 layer and the standard library on ``sys.path``; nothing written, as on Lambda): one imports the function's
 handler module (``localrun/artefact_runner.py``), one runs a bare ``import boto3`` from the same layer. The
 ratio of the medians is the figure; interleaving puts the machine's noise on both sides. Also: the built
-layer's size unzipped (Lambda's limit for a function and its layers: 250 MB) and zipped."""
+layer's size unzipped (Lambda's limit for a function and its layers: 250 MB) and zipped.
+
+``--baseline DIR`` compares against another revision's ``make build`` output instead of the plain copy
+(e.g. ``git worktree add /tmp/base <rev>``, then ``python -m localrun.artefact /tmp/base-build`` in it):
+both are measured in the same interleaved rounds, so a refactor's effect on cold start is read as one ratio
+per function, not as two runs on a machine whose load changed in between."""
 
 from __future__ import annotations
 
@@ -69,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         "--build-dir", type=Path, help="an existing `make build` output (default: build anew)"
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/imports.md"))
+    parser.add_argument(
+        "--baseline", type=Path, help="another revision's `make build` output to compare with"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,9 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             artefact.build(compiled)
             print(f"build: {time.monotonic() - started:.1f} s", file=sys.stderr)
-        plain = Path(tmp) / "plain"
-        strip_bytecode(compiled, plain)
-        builds = {"compiled": compiled, "plain": plain}
+        if args.baseline:
+            builds = {"compiled": compiled, "baseline": args.baseline}
+        else:
+            plain = Path(tmp) / "plain"
+            strip_bytecode(compiled, plain)
+            builds = {"compiled": compiled, "plain": plain}
         runtime = artefact.start_runtime(compiled / "template.yaml")  # only for the template's env vars
         try:
             assert runtime.stack is not None
@@ -101,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = {label: tree_size(build_dir / "CommonLayer") for label, build_dir in builds.items()}
 
     med = {label: statistics.median(values) for label, values in bare.items()}
+    if args.baseline:
+        return _write(args.out, _comparison(args, imports, med, sizes))
     lines = [
         f"Import benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine()}.",
         f"`python -m bench.import_bench --rounds {args.rounds}`: each function's handler module imported in "
@@ -127,10 +142,44 @@ def main(argv: list[str] | None = None) -> int:
         f"**{sizes['compiled'][0] / 1e6:.1f} MB** unzipped ({sizes['compiled'][1] / 1e6:.1f} MB zipped); "
         f"plain {sizes['plain'][0] / 1e6:.1f} MB ({sizes['plain'][1] / 1e6:.1f} MB zipped).",
     ]
+    return _write(args.out, lines)
+
+
+def _comparison(
+    args: argparse.Namespace,
+    imports: dict[str, dict[str, list[float]]],
+    med: dict[str, float],
+    sizes: dict[str, tuple[int, int]],
+) -> list[str]:
+    lines = [
+        f"Import benchmark against a baseline build, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine()}.",
+        f"`python -m bench.import_bench --baseline {args.baseline} --rounds {args.rounds}`: each function's "
+        "handler module imported in a fresh bare interpreter (no bytecode written, as on Lambda) from this "
+        "build and from the baseline's, interleaved with a bare `import boto3`; "
+        f"{args.rounds} rounds, medians.",
+        "",
+        "| function | this build | ÷ `import boto3` | baseline | ÷ `import boto3` | this ÷ baseline |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in imports["compiled"]:
+        a, b = statistics.median(imports["compiled"][name]), statistics.median(imports["baseline"][name])
+        ra, rb = a / med["compiled"], b / med["baseline"]
+        lines.append(
+            f"| {name} | {a * 1000:.0f} ms | {ra:.2f} | {b * 1000:.0f} ms | {rb:.2f} | **{ra / rb:.2f}** |"
+        )
+    lines += [
+        "",
+        f"Layer: this build {sizes['compiled'][0] / 1e6:.1f} MB unzipped, the baseline "
+        f"{sizes['baseline'][0] / 1e6:.1f} MB.",
+    ]
+    return lines
+
+
+def _write(out: Path, lines: list[str]) -> int:
     report = "\n".join(lines) + "\n"
     print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report, encoding="utf-8")
     return 0
 
 
