@@ -163,6 +163,27 @@ def test_a_product_update_outside_the_window_carries_the_registry_s_template(ctx
     assert ref["category"] == "utility" and ref["language"] == "id"  # from the registry, not defaults
 
 
+def test_a_window_template_removed_from_the_registry_refuses_the_upload_and_stores_nothing(ctx):
+    from jastipin.data.models import Product, Trip
+
+    body = {"slug": "jpn25", "title": "Jastip Jepang", "owner_phone": "081234567890"}
+    assert (
+        call(
+            ctx,
+            "POST",
+            "/api/trips",
+            {**body, "window_policy": "template", "window_template": "product_update"},
+        )[0]
+        == 201
+    )
+    Trip("jpn25").update(
+        actions=[Trip.window_template.set("retired_template")]
+    )  # TEMPLATES_JSON changed since
+    status, response = upload(ctx, {"name": "Tumbler", "price": 450000})
+    assert status == 422 and response["error"]["field"] == "window_template"
+    assert queued(ctx) == [] and list(Product.query("jpn25")) == []
+
+
 def test_malformed_json_is_400(ctx):
     for raw in ("{not json", "[1,2]", ""):
         status, body = call(ctx, "POST", "/api/trips", raw=raw)
