@@ -1,4 +1,4 @@
-"""The send loop's log writer (``outbound.delivery._OutcomeWriter``): outcomes are written as they come, side
+"""The send loop's log writer (``outbound.outcomes.OutcomeWriter``): outcomes are written as they come, side
 by side across recipients, one after the other for one recipient with the latest last; a write that fails
 stops what follows and is reported."""
 
@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from jastipin.data.models import LogStatus
-from jastipin.outbound.delivery import Outcome, _OutcomeWriter
+from jastipin.outbound.outcomes import Outcome, OutcomeWriter
 from jastipin.outbound.jobs import Recipient
 from tests.harness import eventually
 
@@ -52,10 +52,10 @@ def pool():
         yield executor
 
 
-def make(pool: ThreadPoolExecutor, log: Log) -> tuple[_OutcomeWriter, list[int], list[BaseException]]:
+def make(pool: ThreadPoolExecutor, log: Log) -> tuple[OutcomeWriter, list[int], list[BaseException]]:
     done: list[int] = []
     failures: list[BaseException] = []
-    writer = _OutcomeWriter(pool, log.write, written=done.append, failed=failures.append)
+    writer = OutcomeWriter(pool, log.write, written=done.append, failed=failures.append)
     return writer, done, failures
 
 

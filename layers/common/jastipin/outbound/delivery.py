@@ -18,31 +18,32 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from jastipin.data import STORE_ERRORS, contacts, notifications_log, participants
+from jastipin.data import notifications_log
 from jastipin.data.models import (
     FINAL_STATUSES,
-    Contact,
     LogStatus,
-    Participant,
-    ParticipantStatus,
-    log_expiry,
     log_key,
-    utcnow,
 )
-from jastipin.ids import stable_id
 from jastipin.operations.observability import breakdown
 from jastipin.outbound.fanout import FanOut, FanOutTakenOver
 from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.outcomes import ChunkResult, Outcome, OutcomeWriter, record, record_one
 from jastipin.outbound.queues import JobQueues
 from jastipin.outbound.rate_limit import SendLimiter
+from jastipin.outbound.recipients import (
+    KINDS_NEEDING_MEMBERSHIP,
+    MembershipWatch,
+    decide,
+    follow_user_id_changes,
+    mark_marketing_opt_out,
+)
 from jastipin.outbound.whatsapp import (
     Address,
     AuthError,
@@ -62,29 +63,16 @@ BACKOFF_BASE_SECONDS = 2.0  # spec: exponential from 2000 ms
 # A send that got no answer (timeout, dropped connection) may have reached Meta; its status, which echoes our
 # log key, comes through the webhook and the inbound queue. It is sent again only if no status came by then.
 AMBIGUOUS_WAIT_SECONDS = 5.0
-WINDOW = timedelta(hours=24)
 SAFETY_MARGIN_SECONDS = 5.0  # stop sending this long before the Lambda timeout
 # Outcomes whose log write has not completed, beyond the sends in flight: a send waits when there are this
 # many. A crash re-sends at most these (README, Reliability); without the bound, sends ran on for as long as a
 # slow or failing write took (the SDK retries one for seconds).
 UNLOGGED_LIMIT = 25
 WAIT_TICK_SECONDS = 1.0  # how often the send loop's threads look again when nothing woke them
-KINDS_NEEDING_MEMBERSHIP = frozenset({JobKind.PRODUCT_UPDATE, JobKind.BROADCAST})
 
 
 class SendingHalted(Exception):
     """The token is invalid: nothing more can be sent; the message goes back to SQS (and alarms fire)."""
-
-
-@dataclass
-class Outcome:
-    recipient: Recipient
-    status: LogStatus
-    attempts: int
-    provider_msg_id: str | None = None
-    reason: str | None = None
-    error_code: int | None = None
-    ambiguous: bool = False  # a failed send that may have reached Meta (no answer came)
 
 
 class _Marker:
@@ -109,123 +97,6 @@ class _Sending:
     out_of_slots: bool = False  # no send slot before the invocation must stop
 
 
-MAX_USER_ID_MOVES = 3  # a user id replaced again while a chunk waited: followed this many times
-
-
-def _follow_user_id_changes(recipients: list[Recipient]) -> list[Recipient]:
-    """Recipients known only by a user id that WhatsApp has since replaced (``inbound.change_user_id``
-    leaves a forward on the old id's contact) become their new identity: the new user id, and the new
-    participant id under which their memberships and log entry now are. One BatchGetItem when a chunk has
-    such recipients, none otherwise. A chunk delivered again after the change logs under the new id; an
-    entry its first delivery wrote under the old one is not seen then, so that recipient may get it twice."""
-    moved: dict[str, str] = {}  # old user id → the one that replaced it
-    to_read = {r.user_id for r in recipients if not r.phone and r.user_id}
-    for _ in range(MAX_USER_ID_MOVES):
-        if not to_read:
-            break
-        found = contacts.forwards(to_read)
-        moved.update(found)
-        to_read = set(found.values()) - set(moved)
-    if not moved:
-        return recipients
-
-    def latest(user_id: str) -> str:
-        for _ in range(MAX_USER_ID_MOVES):
-            user_id = moved.get(user_id, user_id)
-        return user_id
-
-    logger.info(
-        "recipients whose user id changed", extra={"recipients": sum(r.user_id in moved for r in recipients)}
-    )
-    return [
-        Recipient(id=stable_id("p", f"bsuid:{latest(r.user_id)}"), user_id=latest(r.user_id), name=r.name)
-        if not r.phone and r.user_id in moved
-        else r
-        for r in recipients
-    ]
-
-
-def _as_logged(o: Outcome) -> notifications_log.Outcome:
-    return notifications_log.Outcome(
-        o.recipient.id, o.status, o.attempts, o.provider_msg_id, o.reason, o.error_code
-    )
-
-
-class _OutcomeWriter:
-    """Writes a chunk's outcomes to the log as they come, side by side on the log pool, so that no send waits
-    for a batch of them to fill and then be written (with the log slow, that wait used to outlast the send
-    slots reserved meanwhile). One recipient's outcomes are written one after the other, the latest last: a
-    retry's outcome never lands before the failure it follows, and an outcome overtaken while its
-    recipient's previous write is still running is not written at all (the later one says more).
-
-    ``written(n)`` is called as n outcomes are done with (written or overtaken); ``failed(exc)`` when a write
-    fails (the chunk then stops); ``wait()`` returns when every write has ended."""
-
-    def __init__(
-        self,
-        pool: ThreadPoolExecutor,
-        write: Callable[[Outcome], None],
-        *,
-        written: Callable[[int], None],
-        failed: Callable[[BaseException], None],
-    ) -> None:
-        self._pool, self._write = pool, write
-        self._written, self._failed = written, failed
-        self._done = threading.Condition()
-        self._running: set[str] = set()  # recipients whose write is running
-        self._next: dict[str, Outcome] = {}  # recipient → the outcome to write after the running one
-        self._errors: list[BaseException] = []
-
-    def add(self, outcome: Outcome) -> None:
-        rid = outcome.recipient.id
-        with self._done:
-            if rid not in self._running:
-                self._start(outcome)
-                return
-            overtaken = self._next.pop(rid, None)
-            self._next[rid] = outcome
-        if overtaken is not None:
-            self._written(1)
-
-    def wait(self, *, raise_error: bool = True) -> None:
-        with self._done:
-            while self._running:
-                self._done.wait()
-            if self._errors and raise_error:
-                raise self._errors[0]
-
-    def _start(self, outcome: Outcome) -> None:  # with self._done held
-        rid = outcome.recipient.id
-        self._running.add(rid)
-        self._pool.submit(self._write, outcome).add_done_callback(lambda f: self._ended(rid, f))
-
-    def _ended(self, rid: str, future: Future[None]) -> None:
-        error = future.exception()
-        done_with = 1
-        with self._done:
-            following = self._next.pop(rid, None)
-            if error is not None:
-                self._errors.append(error)
-            if following is not None and not self._errors:
-                self._start(following)
-            else:
-                done_with += following is not None  # not written after a failure: the chunk stops
-                self._running.discard(rid)
-                self._done.notify_all()
-        self._written(done_with)
-        if error is not None:
-            self._failed(error)
-
-
-@dataclass
-class ChunkResult:
-    outcomes: list[Outcome] = field(default_factory=list)
-    requeued: list[Recipient] = field(default_factory=list)
-
-    def count(self, status: LogStatus | str) -> int:
-        return sum(1 for o in self.outcomes if o.status == status)
-
-
 class Deadline:
     def __init__(self, remaining_ms: Callable[[], int] | None) -> None:
         self._remaining_ms = remaining_ms
@@ -241,45 +112,6 @@ class Deadline:
         if self._remaining_ms is None:
             return None
         return time.time() + self.seconds_left() - request_seconds - SAFETY_MARGIN_SECONDS
-
-
-MEMBERSHIP_REFRESH_SECONDS = 1.0  # STOP honoured at send time: memberships re-read at most this often
-
-
-class MembershipWatch:
-    """Which of a chunk's recipients left the trip (STOP) while the chunk sends: a chunk at a low rate limit
-    sends for tens of seconds, and a STOP answered meanwhile must hold within a second. Checked right before
-    each send; the memberships of the recipients not yet sent are re-read (one BatchGetItem, status only) when
-    the last read is ``MEMBERSHIP_REFRESH_SECONDS`` old, so a fast chunk reads once and a slow one about once
-    a second (~0.1 calls a recipient at 10 messages/s). A read that fails raises: the chunk goes back to the
-    queue rather than send to someone who may have stopped."""
-
-    def __init__(self, trip_id: str, recipient_ids: Iterable[str], clock: Callable[[], float]) -> None:
-        self._trip_id = trip_id
-        self._unsent = set(recipient_ids)
-        self._left: set[str] = set()
-        self._clock = clock
-        self._read_at = clock()  # _decide has just read them
-        self._lock = threading.Lock()
-
-    def expect(self, recipient_ids: Iterable[str]) -> None:
-        """Recipients to be sent to again (a retry): they are checked again before that send."""
-        with self._lock:
-            self._unsent.update(recipient_ids)
-
-    def left(self, participant_id: str) -> bool:
-        """Whether this recipient has left the trip (as of at most a second ago); called once per send."""
-        with self._lock:
-            if self._clock() - self._read_at >= MEMBERSHIP_REFRESH_SECONDS:
-                self._refresh()
-            self._unsent.discard(participant_id)
-            return participant_id in self._left
-
-    def _refresh(self) -> None:
-        unsent = [pid for pid in self._unsent if pid not in self._left]
-        active = participants.active_among(self._trip_id, unsent)
-        self._left |= {pid for pid in unsent if pid not in active}
-        self._read_at = self._clock()
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -305,7 +137,7 @@ class Sender:
         self._sleep = sleep
         self._pool = ThreadPoolExecutor(max_workers=settings.send_concurrency, thread_name_prefix="send")
         # Outcomes are conditional updates (they merge with statuses that came first), written as they come,
-        # side by side (_OutcomeWriter).
+        # side by side (OutcomeWriter).
         self._log_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="log")
 
     # -- fan-out -----------------------------------------------------------------------------------------
@@ -324,12 +156,14 @@ class Sender:
 
     # -- sending a chunk ---------------------------------------------------------------------------------
     def send_chunk(self, job: Job, deadline: Deadline) -> ChunkResult:
-        recipients = _follow_user_id_changes(list(job.participants or []))
+        recipients = follow_user_id_changes(list(job.participants or []))
         previous = self._previous_outcomes(job, recipients)
         todo = [r for r in recipients if previous.get(r.id, (None, 0))[0] not in FINAL_STATUSES]
         attempts = {r.id: previous.get(r.id, (None, 0))[1] for r in todo}
         result = ChunkResult()
-        skipped, pending, window_open = self._decide(job, todo, attempts)
+        skipped, pending, window_open = decide(job, todo, attempts)
+        if skipped:
+            self._write_log(job, skipped)
         result.outcomes += skipped
         watch = (
             MembershipWatch(job.trip_id, [r.id for r in pending], self._clock)
@@ -378,53 +212,6 @@ class Sender:
             if p.status in (LogStatus.SENT, LogStatus.DELIVERED, LogStatus.READ, LogStatus.FAILED)
             and p.provider_msg_id
         }
-
-    def _decide(
-        self, job: Job, recipients: list[Recipient], attempts: dict[str, int]
-    ) -> tuple[list[Outcome], list[Recipient], set[str]]:
-        """Skip who must not get this message (STOP honoured at send time, 24-hour window, marketing opt-out).
-
-        Returns the skipped outcomes (already logged), the recipients to send to, and those whose 24-hour
-        window is open (free-form text allowed)."""
-        if not recipients:
-            return [], [], set()
-        memberships: dict[str, Participant] = {}
-        if job.kind in KINDS_NEEDING_MEMBERSHIP:
-            memberships = participants.many(job.trip_id, (r.id for r in recipients))
-        known: dict[str, Contact] = {}
-        if not job.always_in_window:
-            known = contacts.many(_wa_key(r) for r in recipients)
-        now = utcnow()
-        skipped: list[Outcome] = []
-        sendable: list[Recipient] = []
-        window_open: set[str] = set()
-        for r in recipients:
-            contact = known.get(_wa_key(r))
-            is_open = job.always_in_window or bool(
-                contact and contact.last_inbound_at and now - contact.last_inbound_at < WINDOW
-            )
-            reason = None
-            if job.kind in KINDS_NEEDING_MEMBERSHIP:
-                membership = memberships.get(r.id)
-                if membership is None or membership.status != ParticipantStatus.ACTIVE.value:
-                    reason = "unsubscribed"
-            if reason is None and job.needs_marketing_consent and contact and contact.marketing_opt_out:
-                reason = "marketing_opt_out"
-            if reason is None and self._needs_open_window(job) and not is_open and job.template_ref is None:
-                reason = "window_closed"
-            if reason:
-                skipped.append(Outcome(r, LogStatus.SKIPPED, attempts.get(r.id, 0), reason=reason))
-            else:
-                sendable.append(r)
-                if is_open:
-                    window_open.add(r.id)
-        if skipped:
-            self._write_log(job, skipped)
-        return skipped, sendable, window_open
-
-    @staticmethod
-    def _needs_open_window(job: Job) -> bool:
-        return job.message is not None and not job.always_in_window and job.kind is not JobKind.BROADCAST
 
     def _send_all(
         self,
@@ -575,9 +362,11 @@ class Sender:
 
         # Outcomes are logged as they complete (a crash re-sends at most the sends not yet logged); a write
         # that fails stops the chunk like any other error.
-        writer = _OutcomeWriter(
+        writer = OutcomeWriter(
             self._log_pool,
-            lambda o: self._write_one(job, o),  # on the log pool: it must not wait for the pool itself
+            lambda o: record_one(
+                job, o, self.settings
+            ),  # on the log pool: it must not wait for the pool itself
             written=unlogged_slots.release,
             failed=lambda exc: results.put((None, exc)),
         )
@@ -699,29 +488,8 @@ class Sender:
             extra={"job_id": job.job_id, "recipients": len(recipients), "delay_seconds": delay},
         )
 
-    def _write_one(self, job: Job, o: Outcome) -> None:
-        """Record one outcome, in the calling thread (``_OutcomeWriter`` runs it on the log pool)."""
-        message_type, expires = job.template or job.kind.value, log_expiry(self.settings)
-        if o.status is LogStatus.SKIPPED:
-            notifications_log.record_many(job.job_id, job.trip_id, message_type, [_as_logged(o)], expires)
-        else:
-            notifications_log.record(job.job_id, job.trip_id, message_type, _as_logged(o), expires)
-
     def _write_log(self, job: Job, outcomes: Iterable[Outcome]) -> None:
-        """Record outcomes (``data.notifications_log``): skips in one batch (no status can race them),
-        the rest as merges with any status that arrived first, side by side."""
-        expires = log_expiry(self.settings)
-        message_type = job.template or job.kind.value
-        as_logged = [_as_logged(o) for o in outcomes]
-        skips = [o for o in as_logged if o.status is LogStatus.SKIPPED]
-        others = [o for o in as_logged if o.status is not LogStatus.SKIPPED]
-        if skips:
-            notifications_log.record_many(job.job_id, job.trip_id, message_type, skips, expires)
-        list(
-            self._log_pool.map(
-                lambda o: notifications_log.record(job.job_id, job.trip_id, message_type, o, expires), others
-            )
-        )
+        record(job, outcomes, self.settings, self._log_pool)
 
     @staticmethod
     def _count(job: Job, result: ChunkResult) -> None:
@@ -734,26 +502,3 @@ class Sender:
             if value:
                 metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)  # alarms: service only
                 breakdown.count(job, name, value)  # + per queue and message type
-
-
-def _wa_key(r: Recipient) -> str:
-    return contacts.wa_key(r.phone, r.user_id)
-
-
-# A table failing, or a count that kept changing (audience_counts gives up with RuntimeError).
-_BOOKKEEPING_ERRORS: tuple[type[Exception], ...] = (*STORE_ERRORS, RuntimeError)
-
-
-def mark_marketing_opt_out(r: Recipient) -> None:
-    """Meta refused a marketing template (131050): the person stopped marketing messages on WhatsApp's side.
-    Recorded on the contact, and the person's audience counts follow, so the next estimate leaves them out."""
-    from jastipin import audience_counts
-
-    try:
-        if not contacts.set_marketing_opt_out(_wa_key(r), True):
-            return  # no contact: nobody to count
-        audience_counts.sync_person(_wa_key(r))
-    except _BOOKKEEPING_ERRORS:
-        # The send itself is decided (failed, logged); the sender re-checks consent on every later send. A
-        # count left behind shows as an estimate one too high until the person's next change syncs it.
-        logger.warning("marketing opt-out not recorded", extra={"participant_id": r.id}, exc_info=True)
