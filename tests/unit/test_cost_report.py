@@ -47,14 +47,16 @@ def test_cost_report_counts_every_call_of_a_broadcast():
     assert report.functions["SenderFunction"].billed_ms >= N / report.rate_limit * 1000
     assert report.functions["SenderFunction"].memory_mb == 256
     # The rate limiter reserves a second of slots per write: about one write per rate-limit's worth of sends,
-    # and one more for each slot the sender missed (in this one process moto's work holds the interpreter
-    # lock while a send is due, and the virtual clock jumps with every thread's wait, so a few are missed).
+    # and up to three more for each slot the sender missed (in this one process moto's work holds the
+    # interpreter lock while a send is due, and the virtual clock jumps with every thread's wait, so a few are
+    # missed; a miss puts the schedule behind, and the block after it is reserved anew and, at the end, given
+    # back). Measured over 40 runs: 3 writes with no miss, at most 3 more per miss.
     limiter_writes = sum(
         usage.write_units["RateLimitTable"]  # the sender also writes the fan-out's progress (JobsTable)
         for (fn, _s, op), usage in report.aws.items()
         if fn == "SenderFunction" and op == "UpdateItem"
     )
-    assert limiter_writes <= N / report.rate_limit + 3 + report.slots_missed
+    assert limiter_writes <= N / report.rate_limit + 3 + 3 * report.slots_missed
     assert report.slots_missed <= N // 2
     text = cost_report.render(report, N)
     assert "TOTAL" in text and "levers" in text
