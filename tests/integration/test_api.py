@@ -44,6 +44,11 @@ def create_trip(ctx, slug="jpn25"):
     )
 
 
+def create_trip_with_window_template(ctx, template: str):
+    body = {"slug": "jpn25", "title": "Jastip Jepang", "owner_phone": "081234567890"}
+    return call(ctx, "POST", "/api/trips", {**body, "window_policy": "template", "window_template": template})
+
+
 def upload(ctx, body, trip="jpn25", **kw):
     return call(
         ctx,
@@ -136,26 +141,14 @@ def test_product_schema_errors(ctx, body, field):
     [("no_such_template", "unknown template"), ("trip_reminder", "takes 1 parameter")],
 )
 def test_a_window_template_must_be_an_approved_template_taking_title_and_product(ctx, template, problem):
-    body = {"slug": "jpn25", "title": "Jastip Jepang", "owner_phone": "081234567890"}
-    status, response = call(
-        ctx, "POST", "/api/trips", {**body, "window_policy": "template", "window_template": template}
-    )
+    status, response = create_trip_with_window_template(ctx, template)
     assert status == 422 and response["error"]["field"] == "window_template"
     assert problem in response["error"]["message"]
-    assert call(ctx, "POST", "/api/trips", body)[0] == 201  # nothing was stored: the slug is still free
+    assert create_trip(ctx)[0] == 201  # nothing was stored: the slug is still free
 
 
 def test_a_product_update_outside_the_window_carries_the_registry_s_template(ctx):
-    body = {"slug": "jpn25", "title": "Jastip Jepang", "owner_phone": "081234567890"}
-    assert (
-        call(
-            ctx,
-            "POST",
-            "/api/trips",
-            {**body, "window_policy": "template", "window_template": "product_update"},
-        )[0]
-        == 201
-    )
+    assert create_trip_with_window_template(ctx, "product_update")[0] == 201
     assert upload(ctx, {"name": "Tumbler", "price": 450000})[0] == 202
     (message,) = queued(ctx)
     ref = json.loads(message["Body"])["templateRef"]
@@ -166,16 +159,7 @@ def test_a_product_update_outside_the_window_carries_the_registry_s_template(ctx
 def test_a_window_template_removed_from_the_registry_refuses_the_upload_and_stores_nothing(ctx):
     from jastipin.data.models import Product, Trip
 
-    body = {"slug": "jpn25", "title": "Jastip Jepang", "owner_phone": "081234567890"}
-    assert (
-        call(
-            ctx,
-            "POST",
-            "/api/trips",
-            {**body, "window_policy": "template", "window_template": "product_update"},
-        )[0]
-        == 201
-    )
+    assert create_trip_with_window_template(ctx, "product_update")[0] == 201
     Trip("jpn25").update(
         actions=[Trip.window_template.set("retired_template")]
     )  # TEMPLATES_JSON changed since
