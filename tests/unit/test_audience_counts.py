@@ -18,8 +18,8 @@ from jastipin.ids import stable_id
 from jastipin.inbound.handler import CommandHandler
 from jastipin.inbound.payload import InboundMessage, UserPreference, WebhookContact
 from jastipin.inbound.preferences import apply_preference
-from jastipin.outbound.recipients import mark_marketing_opt_out
 from jastipin.outbound.jobs import AudienceFilter, Recipient
+from jastipin.outbound.recipients import mark_marketing_opt_out
 from jastipin.trips import CreateTripRequest, create_trip
 from tests.unit.test_inbound import Queued
 

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from jastipin.data.models import LogStatus
-from jastipin.outbound.outcomes import Outcome, OutcomeWriter
 from jastipin.outbound.jobs import Recipient
+from jastipin.outbound.outcomes import Outcome, OutcomeWriter
 from tests.harness import eventually
 
 
