@@ -68,15 +68,19 @@ def sqs_event(messages: Iterable[dict[str, Any]], queue_arn: str) -> dict[str, A
 
 
 def eventually(
-    condition: Callable[[], T], timeout: float = 5.0, what: str = "condition", interval: float = 0.05
+    condition: Callable[[], T],
+    timeout: float = 5.0,
+    what: str | Callable[[], str] = "condition",
+    interval: float = 0.05,
 ) -> T:
     """Poll ``condition`` until it returns something true, and return that; fail after ``timeout`` seconds
-    naming ``what`` was awaited."""
+    naming what was awaited (``what``, or what it returns then: the state the wait ended in)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {described}")
         time.sleep(interval)

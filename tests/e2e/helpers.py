@@ -28,6 +28,7 @@ from localrun.client import (
     wait_for_sandbox,
 )
 from localrun.runtime import LocalRuntime, free_port
+from tests.harness import eventually
 
 __all__ = [
     "API_AUTH",
@@ -50,15 +51,19 @@ __all__ = [
 def wait_for_log(
     runtime: LocalRuntime, job_id: str, count: int, *, final: bool = True, timeout: float = 60
 ) -> list[dict]:
-    deadline = time.monotonic() + timeout
     finals = {"sent", "delivered", "read", "failed", "skipped"}
-    while time.monotonic() < deadline:
+
+    def enough() -> list[dict]:
         items = log_entries(runtime, job_id)
         done = [i for i in items if not final or i["status"]["S"] in finals]
-        if len(done) >= count:
-            return items
-        time.sleep(0.2)
-    raise AssertionError(f"{job_id}: expected {count} outcomes, have {log_entries(runtime, job_id)}")
+        return items if len(done) >= count else []
+
+    return eventually(
+        enough,
+        timeout,
+        what=lambda: f"{job_id}: {count} outcomes, have {log_entries(runtime, job_id)}",
+        interval=0.2,
+    )
 
 
 def dlq_messages(runtime: LocalRuntime, queue: str) -> list[dict]:

@@ -15,6 +15,7 @@ from jastipin.ids import stable_id
 from tests.conftest import REGION
 from tests.e2e.helpers import rebuild_audience, runtime_process
 from tests.e2e.test_journey import Journey
+from tests.harness import eventually
 
 PYNAMODB_TIME = "%Y-%m-%dT%H:%M:%S.%f+0000"
 
@@ -160,12 +161,13 @@ def test_estimate_then_broadcasts_reach_exactly_the_filtered_audience_once_in_or
         runtime.status(message, "delivered")
     for message in by_template["trip_reminder"]:
         runtime.status(message, "read")
+
     # The webhook queues the statuses; the inbound function applies them a moment later.
-    deadline = time.monotonic() + 30
-    ledger = runtime.backend("GET", f"/api/trips/{trip}/ledger").json()
-    while ledger["totals"]["billed_messages"] < 5 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    def ledger_when_billed() -> dict:
         ledger = runtime.backend("GET", f"/api/trips/{trip}/ledger").json()
+        return ledger if ledger["totals"]["billed_messages"] >= 5 else {}
+
+    ledger = eventually(ledger_when_billed, 30, what="5 billed messages in the ledger", interval=0.2)
     assert [b["template"] for b in ledger["broadcasts"]] == ["trip_reminder", "product_update"]
     one, two = ledger["broadcasts"]
     assert (

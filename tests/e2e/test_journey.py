@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import REGION
 from tests.e2e.helpers import runtime_process
+from tests.harness import eventually
 
 API_TOKEN = "local-api-token"
 
@@ -36,14 +37,14 @@ class Journey:
         return self.http.get(self.sandbox + "/_sandbox/messages").json()["messages"]
 
     def wait_for_messages(self, count: int, timeout: float = 30) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.messages()
-            if len(found) >= count:
-                time.sleep(0.5)  # anything extra would show up now
-                return self.messages()
-            time.sleep(0.1)
-        raise AssertionError(f"expected {count} messages, sandbox has {self.messages()}")
+        eventually(
+            lambda: len(self.messages()) >= count,
+            timeout,
+            what=lambda: f"{count} messages, sandbox has {self.messages()}",
+            interval=0.1,
+        )
+        time.sleep(0.5)  # anything extra would show up now
+        return self.messages()
 
     def log_items(self) -> list[dict]:
         ddb = boto3.client(

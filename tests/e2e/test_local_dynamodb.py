@@ -15,6 +15,7 @@ import pytest
 from localrun.dynamo_local import unavailable_reason
 from localrun.runtime import LocalRuntime
 from tests.e2e.helpers import create_trip, local_config, seed_participants, upload_product, wait_for_log
+from tests.harness import eventually
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 
@@ -35,13 +36,12 @@ def runtime() -> Iterator[LocalRuntime]:
 def wait_messages(runtime: LocalRuntime, count: int, timeout: float = 60) -> list[dict]:
     sandbox = runtime.sandbox
     assert sandbox is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sandbox.messages()
-        if len(found) >= count:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"expected {count} messages, have {len(sandbox.messages())}")
+    return eventually(
+        lambda: found if len(found := sandbox.messages()) >= count else [],
+        timeout,
+        what=lambda: f"{count} messages, have {len(sandbox.messages())}",
+        interval=0.1,
+    )
 
 
 def test_the_tables_are_in_dynalite_and_everything_else_in_moto(runtime: LocalRuntime) -> None:

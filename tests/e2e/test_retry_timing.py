@@ -6,10 +6,9 @@ late)."""
 
 from __future__ import annotations
 
-import time
-
 from localrun.runtime import LocalRuntime
 from tests.e2e.helpers import create_trip, local_config, log_entries, phone, seed_participants, upload_product
+from tests.harness import eventually
 
 PARTICIPANTS = 120
 FAILING = 3  # the first three sent (the lowest participant ids): their retries are due while the trip sends
@@ -29,10 +28,12 @@ def test_each_retry_goes_out_2_s_then_4_s_after_its_failure() -> None:
         for n in failing:  # the pair rate limit (131056), twice: the third attempt goes through
             sandbox.add_fault({"to": phone(n), "times": 2, "http_status": 400, "code": 131056})
         job_id = upload_product(runtime, "retry-trip")
-        deadline = time.monotonic() + 90
-        while len(sandbox.messages()) < PARTICIPANTS:
-            assert time.monotonic() < deadline, f"{len(sandbox.messages())} of {PARTICIPANTS} sent"
-            time.sleep(0.2)
+        eventually(
+            lambda: len(sandbox.messages()) >= PARTICIPANTS,
+            90,
+            what=lambda: f"{PARTICIPANTS} sends, {len(sandbox.messages())} made",
+            interval=0.2,
+        )
         runtime.wait_idle(60)
         entries = {e["participant_id"]["S"]: e for e in log_entries(runtime, job_id)}
         accepted = sorted(m["received_at"] for m in sandbox.messages())

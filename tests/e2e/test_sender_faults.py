@@ -22,6 +22,7 @@ from tests.e2e.helpers import (
     upload_product,
     wait_for_log,
 )
+from tests.harness import eventually
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +117,7 @@ def test_crash_mid_batch_resends_at_most_the_unlogged_sends(runtime, sandbox):
     sandbox.latency_ms = 40  # ~40 sends/s per 4 threads: the kill lands mid-chunk
     try:
         job = upload_product(runtime, "crash")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(sandbox.messages()) < 8:
-            time.sleep(0.01)
+        eventually(lambda: len(sandbox.messages()) >= 8, 20, what="8 sends before the kill", interval=0.01)
         runtime.pools["SenderFunction"].kill_all()  # the sender dies mid-batch
         items = wait_for_log(runtime, job, 40, timeout=60)
     finally:
@@ -136,10 +135,12 @@ def test_window_closed_and_unsubscribed_are_skipped(runtime, sandbox):
     old = seed_participants(runtime, "skips", 1, start=402, inbound_hours_ago=30)
     sandbox.send_inbound(from_phone=digits(401), text="STOP")
     stopped = f"+{digits(401)}"
-    deadline = time.monotonic() + 30
-    while not any("berhenti" in m["body"]["text"]["body"] for m in sandbox.messages(to=stopped)):
-        assert time.monotonic() < deadline, "the STOP was not answered"  # handled by the inbound function
-        time.sleep(0.1)
+    eventually(  # handled by the inbound function
+        lambda: any("berhenti" in m["body"]["text"]["body"] for m in sandbox.messages(to=stopped)),
+        30,
+        what="the STOP's answer",
+        interval=0.1,
+    )
     job = upload_product(runtime, "skips")
     items = wait_for_log(runtime, job, 2)  # the unsubscribed one is no longer an active participant
     outcome = {i["participant_id"]["S"]: (i["status"]["S"], i.get("reason", {}).get("S")) for i in items}

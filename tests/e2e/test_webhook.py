@@ -12,6 +12,7 @@ import pytest
 
 from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
 from tests.e2e.helpers import create_trip, log_entries, phone, seed_participants, upload_product, wait_for_log
+from tests.harness import eventually
 
 
 @pytest.fixture(scope="module")
@@ -25,23 +26,26 @@ def runtime() -> Iterator[LocalRuntime]:
 
 
 def wait_messages(runtime: LocalRuntime, count: int, timeout: float = 30) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = runtime.sandbox.messages()  # type: ignore[union-attr]
-        if len(found) >= count:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"expected {count} messages, have {runtime.sandbox.messages()}")  # type: ignore[union-attr]
+    sandbox = runtime.sandbox
+    assert sandbox is not None
+    return eventually(
+        lambda: found if len(found := sandbox.messages()) >= count else [],
+        timeout,
+        what=lambda: f"{count} messages, have {sandbox.messages()}",
+        interval=0.1,
+    )
 
 
 def wait_for_status(runtime: LocalRuntime, job: str, status: str, timeout: float = 30) -> list[dict]:
     """The job's log entries once every one has the status (the inbound function applies the statuses the
     webhook queued a moment later), and no other status comes within a second."""
-    deadline = time.monotonic() + timeout
-    while set(now := [e["status"]["S"] for e in log_entries(runtime, job)]) != {status}:
-        assert time.monotonic() < deadline, f"still {now}, not {status}"
-        time.sleep(0.1)
-    time.sleep(1)
+    eventually(
+        lambda: {e["status"]["S"] for e in log_entries(runtime, job)} == {status},
+        timeout,
+        what=lambda: f"{status}, still {[e['status']['S'] for e in log_entries(runtime, job)]}",
+        interval=0.1,
+    )
+    time.sleep(1)  # and no other status comes within a second
     return log_entries(runtime, job)
 
 
@@ -120,18 +124,20 @@ def test_a_user_whose_user_id_changes_gets_the_next_product_at_the_new_id(runtim
     }
     assert sandbox.send_inbound(from_phone=None, user_id="ID.9001", message=change) == 200
     ddb = runtime.client("dynamodb")
-    deadline = time.monotonic() + 30
-    while True:  # the inbound function moves the membership
+
+    def user_ids() -> list[str | None]:
         members = ddb.query(
             TableName=runtime.table_name("ParticipantsTable"),
             KeyConditionExpression="trip_id = :t",
             ExpressionAttributeValues={":t": {"S": "moved"}},
             ConsistentRead=True,
         )["Items"]
-        if [m.get("user_id", {}).get("S") for m in members] == ["ID.9002"]:
-            break
-        assert time.monotonic() < deadline, members
-        time.sleep(0.2)
+        return [m.get("user_id", {}).get("S") for m in members]
+
+    # the inbound function moves the membership
+    eventually(
+        lambda: user_ids() == ["ID.9002"], 30, what=lambda: f"the move, have {user_ids()}", interval=0.2
+    )
     job = upload_product(runtime, "moved")
     (entry,) = wait_for_log(runtime, job, 1)
     product = [
