@@ -29,7 +29,8 @@ sys.path[:0] = [
 
 from bench.common import cpu_seconds, machine, max_in_window, peak_rss_mb, table  # noqa: E402
 from localrun.client import create_trip, seed_participants, upload_product  # noqa: E402
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port  # noqa: E402
+from localrun.project import LOCAL_SECRETS  # noqa: E402
+from localrun.runtime import LocalRuntime, RuntimeConfig, free_port  # noqa: E402
 
 SEND_CONCURRENCY = 8
 SENDERS = 5  # NotificationsQueue's MaximumConcurrency in template.yaml

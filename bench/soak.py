@@ -35,7 +35,8 @@ from bench.common import cpu_seconds, machine, table  # noqa: E402
 from bench.sender_bench import SandboxProcess  # noqa: E402
 from bench.webhook_bench import inbound, status  # noqa: E402
 from localrun.client import create_trip, log_entries, phone, seed_participants, upload_product  # noqa: E402
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port  # noqa: E402
+from localrun.project import LOCAL_SECRETS  # noqa: E402
+from localrun.runtime import LocalRuntime, RuntimeConfig, free_port  # noqa: E402
 from localrun.sandbox import sign  # noqa: E402
 
 FINAL = {"sent", "delivered", "read", "failed", "skipped"}

@@ -35,7 +35,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "common")]
 
 from bench.common import machine, table  # noqa: E402
 from localrun.client import create_trip, phone, seed_participants, upload_product  # noqa: E402
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port  # noqa: E402
+from localrun.project import LOCAL_SECRETS  # noqa: E402
+from localrun.runtime import LocalRuntime, RuntimeConfig, free_port  # noqa: E402
 from localrun.sandbox import sign, webhook_envelope  # noqa: E402
 
 PHONE_NUMBER_ID = "000000000000000"

@@ -11,7 +11,8 @@ from typing import Any
 
 from localrun.dynamo_local import DEFAULT_PORT as DYNALITE_DEFAULT_PORT
 from localrun.dynamo_local import DynaliteUnavailableError
-from localrun.runtime import DYNAMODB_BACKENDS, LOCAL_SECRETS, LocalRuntime, PortInUseError, RuntimeConfig
+from localrun.project import LOCAL_SECRETS
+from localrun.runtime import DYNAMODB_BACKENDS, LocalRuntime, PortInUseError, RuntimeConfig
 
 # What each server's port is called in messages, and the option that sets it.
 PORT_OPTIONS = {

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from localrun.events import EventCase, Outcome, check, load_cases
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port
+from localrun.project import LOCAL_SECRETS
+from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
 from localrun.stack import FunctionSpec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 
 from jastipin.ids import stable_id
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port
+from localrun.project import LOCAL_SECRETS
+from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
 
 PYNAMODB_TIME = "%Y-%m-%dT%H:%M:%S.%f+0000"  # UTCDateTimeAttribute's format
 API_AUTH = {"Authorization": f"Bearer {LOCAL_SECRETS['API_TOKEN']}"}

@@ -1,7 +1,9 @@
 """The whole system on one machine, no AWS account and no Docker: a moto server holding the template's
 queues (and every other AWS service), dynalite holding its tables (localrun/dynamo_local.py; or moto, with
 ``dynamodb="moto"``), the template's functions in Lambda-like worker processes, the HTTP API routed as the
-template declares, the queue → function wiring with Lambda's semantics, and a WhatsApp sandbox.
+template declares, the queue → function wiring with Lambda's semantics, and a WhatsApp sandbox
+(``localrun/project.py``: what is this project's own in that wiring; the rest runs whatever the template
+declares).
 
 Used by ``python -m localrun`` (the "run locally" command), the end-to-end tests and the benchmarks."""
 
@@ -21,6 +23,7 @@ from typing import Any
 
 import boto3
 
+from localrun import project
 from localrun.api import LocalHttpApi, Route
 from localrun.dynamo_local import DEFAULT_PORT as DYNALITE_DEFAULT_PORT
 from localrun.dynamo_local import AwsServers, DynaliteProcess, unavailable_reason
@@ -30,16 +33,6 @@ from localrun.sandbox import WhatsAppSandbox
 from localrun.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
-WEBHOOK_PATH = "/api/webhooks/whatsapp"
-
-# Local secrets: fixed and documented, so the README's curl lines work as pasted.
-LOCAL_SECRETS = {
-    "API_TOKEN": "local-api-token",
-    "ADMIN_TOKEN": "local-admin-token",
-    "WA_ACCESS_TOKEN": "local-wa-token",
-    "WA_APP_SECRET": "local-app-secret",
-    "WA_VERIFY_TOKEN": "local-verify-token",
-}
 
 
 def free_port() -> int:
@@ -223,34 +216,17 @@ class LocalRuntime:
         functions = self.stack.functions()
         with _listening("api", cfg.host, cfg.api_port):
             self.api = LocalHttpApi([], host=cfg.host, port=cfg.api_port)
-        secrets = {**LOCAL_SECRETS, **{k: v for k, v in cfg.env.items() if k in LOCAL_SECRETS}}
-        phone_number_id = cfg.env.get("WA_PHONE_NUMBER_ID") or self.stack.parameters["WhatsAppPhoneNumberId"]
         if cfg.whatsapp_url is None:
-            sandbox = WhatsAppSandbox(
-                host=cfg.host,
-                port=cfg.sandbox_port,
-                access_token=secrets["WA_ACCESS_TOKEN"],
-                phone_number_id=phone_number_id,
-                app_secret=secrets["WA_APP_SECRET"],
-                webhook_url=self.api.url + WEBHOOK_PATH,
-                status_callbacks=cfg.status_callbacks,
-                latency_ms=cfg.sandbox_latency_ms,
-                status_schedules=cfg.status_schedules,
-            )
+            sandbox = project.whatsapp_sandbox(cfg, self.stack, self.api.url)
             with _listening("sandbox", cfg.host, cfg.sandbox_port):
                 self.sandbox = sandbox.start()
-        extra_env = {
-            **secrets,
-            "SECRETS_SSM_PREFIX": "",  # secrets come from the env locally
-            "WA_API_BASE_URL": cfg.whatsapp_url or self.sandbox.url,  # type: ignore[union-attr]
-            "WA_PHONE_NUMBER_ID": phone_number_id,
-            "AWS_ENDPOINT_URL": self.moto_url,
-            # botocore (>= 1.31) prefers it to AWS_ENDPOINT_URL for DynamoDB (moto's URL if moto serves it)
-            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_url,
-            "AWS_DEFAULT_REGION": cfg.region,
-            "AWS_REGION": cfg.region,
-            **cfg.env,
-        }
+        extra_env = project.function_env(
+            cfg,
+            self.stack,
+            whatsapp_url=cfg.whatsapp_url or self.sandbox.url,  # type: ignore[union-attr]
+            moto_url=self.moto_url,
+            dynamodb_url=self.dynamodb_url,
+        )
         layers = self.stack.layer_paths()
         for logical_id, spec in functions.items():
             concurrency = spec.reserved_concurrency or cfg.api_concurrency

@@ -46,7 +46,7 @@ for _path in (ROOT, ROOT / "layers" / "common"):  # also when run without the Ma
 
 from localrun.cfn_yaml import load_template  # noqa: E402
 from localrun.events import EventCase, check, load_cases  # noqa: E402
-from localrun.runtime import LOCAL_SECRETS  # noqa: E402
+from localrun.project import LOCAL_SECRETS  # noqa: E402
 
 DEFAULT_MOTO_URL = "http://127.0.0.1:5001"
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8900"

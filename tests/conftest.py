@@ -25,7 +25,7 @@ def load_event(name: str) -> dict:
 
 def settings_env(stack, **overrides: str) -> dict[str, str]:
     """The env vars a function gets from the template, plus local secrets: what Settings() reads."""
-    from localrun.runtime import LOCAL_SECRETS
+    from localrun.project import LOCAL_SECRETS
 
     env = dict(stack.functions()["SenderFunction"].environment)
     env.update(LOCAL_SECRETS)

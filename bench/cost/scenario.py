@@ -136,7 +136,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
     from moto import mock_aws
 
     from localrun.api import Route, build_event, build_function_url_event
-    from localrun.runtime import LOCAL_SECRETS
+    from localrun.project import LOCAL_SECRETS
     from localrun.sandbox import WhatsAppSandbox, sign
     from localrun.stack import LocalStack
 

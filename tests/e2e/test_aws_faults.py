@@ -22,7 +22,8 @@ import pytest
 
 from jastipin.ids import stable_id
 from jastipin.outbound.delivery import UNLOGGED_LIMIT
-from localrun.runtime import LOCAL_SECRETS, WEBHOOK_PATH, LocalRuntime
+from localrun.project import LOCAL_SECRETS, WEBHOOK_PATH
+from localrun.runtime import LocalRuntime
 from localrun.sandbox import sign, webhook_envelope
 from tests.e2e.helpers import (
     create_trip,

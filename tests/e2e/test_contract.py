@@ -27,7 +27,8 @@ import pytest
 import schemathesis
 from hypothesis import strategies as st
 
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port
+from localrun.project import LOCAL_SECRETS
+from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
 from tests.e2e.helpers import API_AUTH, create_trip, seed_participants, upload_product, wait_for_log
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"

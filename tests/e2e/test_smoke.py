@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from localrun.runtime import LOCAL_SECRETS, LocalRuntime, RuntimeConfig, free_port
+from localrun.project import LOCAL_SECRETS
+from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "scripts" / "smoke.py"

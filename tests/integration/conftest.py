@@ -12,7 +12,8 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from localrun.runtime import LOCAL_SECRETS, free_port
+from localrun.project import LOCAL_SECRETS
+from localrun.runtime import free_port
 from localrun.sandbox import WhatsAppSandbox
 from localrun.stack import LocalStack
 from tests.conftest import REGION, ROOT, settings_env

@@ -23,7 +23,7 @@ import boto3
 import pytest
 
 from jastipin.ids import stable_id
-from localrun.runtime import LOCAL_SECRETS
+from localrun.project import LOCAL_SECRETS
 from localrun.sandbox import webhook_envelope
 from tests.conftest import REGION
 from tests.harness import FakeContext
