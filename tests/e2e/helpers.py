@@ -115,3 +115,15 @@ def runtime_process(*extra_args: str) -> Iterator[tuple[dict[str, str], str]]:
             assert process.wait(timeout=20) == 0
         finally:
             process.kill()
+
+
+def wait_messages(runtime: LocalRuntime, count: int, timeout: float = 60) -> list[dict]:
+    """The sandbox's messages, once it has at least ``count``."""
+    sandbox = runtime.sandbox
+    assert sandbox is not None
+    return eventually(
+        lambda: found if len(found := sandbox.messages()) >= count else [],
+        timeout,
+        what=lambda: f"{count} messages, have {len(sandbox.messages())}",
+        interval=0.1,
+    )

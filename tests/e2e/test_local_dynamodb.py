@@ -14,8 +14,14 @@ import pytest
 
 from localrun.dynamo_local import unavailable_reason
 from localrun.runtime import LocalRuntime
-from tests.e2e.helpers import create_trip, local_config, seed_participants, upload_product, wait_for_log
-from tests.harness import eventually
+from tests.e2e.helpers import (
+    create_trip,
+    local_config,
+    seed_participants,
+    upload_product,
+    wait_for_log,
+    wait_messages,
+)
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 
@@ -31,17 +37,6 @@ def runtime() -> Iterator[LocalRuntime]:
     )
     with LocalRuntime(config) as rt:
         yield rt
-
-
-def wait_messages(runtime: LocalRuntime, count: int, timeout: float = 60) -> list[dict]:
-    sandbox = runtime.sandbox
-    assert sandbox is not None
-    return eventually(
-        lambda: found if len(found := sandbox.messages()) >= count else [],
-        timeout,
-        what=lambda: f"{count} messages, have {len(sandbox.messages())}",
-        interval=0.1,
-    )
 
 
 def test_the_tables_are_in_dynalite_and_everything_else_in_moto(runtime: LocalRuntime) -> None:

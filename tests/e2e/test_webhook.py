@@ -11,7 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from localrun.runtime import LocalRuntime, RuntimeConfig, free_port
-from tests.e2e.helpers import create_trip, log_entries, phone, seed_participants, upload_product, wait_for_log
+from tests.e2e.helpers import (
+    create_trip,
+    log_entries,
+    phone,
+    seed_participants,
+    upload_product,
+    wait_for_log,
+    wait_messages,
+)
 from tests.harness import eventually
 
 
@@ -23,17 +31,6 @@ def runtime() -> Iterator[LocalRuntime]:
     with LocalRuntime(config) as rt:
         create_trip(rt, "hook")
         yield rt
-
-
-def wait_messages(runtime: LocalRuntime, count: int, timeout: float = 30) -> list[dict]:
-    sandbox = runtime.sandbox
-    assert sandbox is not None
-    return eventually(
-        lambda: found if len(found := sandbox.messages()) >= count else [],
-        timeout,
-        what=lambda: f"{count} messages, have {sandbox.messages()}",
-        interval=0.1,
-    )
 
 
 def wait_for_status(runtime: LocalRuntime, job: str, status: str, timeout: float = 30) -> list[dict]:
