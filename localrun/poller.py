@@ -186,15 +186,21 @@ class EventSourceMapping:
             self.stats["failed_records"] += len(failed)
 
     def _record(self, message: dict[str, Any]) -> dict[str, Any]:
-        body = message["Body"]
-        return {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": body,
-            "attributes": message.get("Attributes", {}),
-            "messageAttributes": message.get("MessageAttributes", {}),
-            "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode()).hexdigest(),  # noqa: S324
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.queue.arn,
-            "awsRegion": self.region,
-        }
+        return sqs_record(message, self.queue.arn, self.region)
+
+
+def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    """A message as ``ReceiveMessage`` returns it, as one record of the event Lambda's SQS event source hands
+    the function (also what the tests and the cost report build their events with)."""
+    body = message["Body"]
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": body,
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": message.get("MessageAttributes", {}),
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode()).hexdigest(),  # noqa: S324
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }

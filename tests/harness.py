@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any, TypeVar
 
+from localrun.poller import sqs_record
 from tests.conftest import REGION, ROOT
 
 T = TypeVar("T")
@@ -51,17 +52,11 @@ def sqs_event(messages: Iterable[dict[str, Any]], queue_arn: str) -> dict[str, A
     them to the function."""
     return {
         "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes") or {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": REGION,
-            }
+            sqs_record(
+                {**m, "Attributes": m.get("Attributes") or {"ApproximateReceiveCount": "1"}},
+                queue_arn,
+                REGION,
+            )
             for m in messages
         ]
     }

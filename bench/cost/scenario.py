@@ -22,6 +22,7 @@ from bench.cost.dynamodb import schemas
 from bench.cost.lambdas import CountingStream, FunctionUse, LambdaContext
 from bench.cost.meter import AwsMeter
 from bench.cost.report import Report
+from localrun.poller import sqs_record
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "ap-southeast-3"
@@ -229,20 +230,7 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
                     ).get("Messages", [])
                     if not messages:
                         break
-                    records = [
-                        {
-                            "messageId": m["MessageId"],
-                            "receiptHandle": m["ReceiptHandle"],
-                            "body": m["Body"],
-                            "attributes": m.get("Attributes", {}),
-                            "messageAttributes": {},
-                            "md5OfBody": m["MD5OfBody"],
-                            "eventSource": "aws:sqs",
-                            "eventSourceARN": queue.arn,
-                            "awsRegion": REGION,
-                        }
-                        for m in messages
-                    ]
+                    records = [sqs_record(m, queue.arn, REGION) for m in messages]
                     result = invoke(logical, module, {"Records": records})
                     failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
                     done = [m for m in messages if m["MessageId"] not in failed]

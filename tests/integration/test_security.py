@@ -26,7 +26,7 @@ from jastipin.ids import stable_id
 from localrun.project import LOCAL_SECRETS
 from localrun.sandbox import webhook_envelope
 from tests.conftest import REGION
-from tests.harness import FakeContext
+from tests.harness import FakeContext, sqs_event
 from tests.unit.test_request_properties import api_event
 
 TOKEN = LOCAL_SECRETS["API_TOKEN"]
@@ -126,21 +126,7 @@ def drain(ctx, logical_id: str, rounds: int = 5) -> None:
         ).get("Messages", [])
         if not messages:
             return
-        records = [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue.arn,
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
-        response = ctx.sender.handler({"Records": records}, FakeContext())
+        response = ctx.sender.handler(sqs_event(messages, queue.arn), FakeContext())
         failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
         for m in messages:
             if m["MessageId"] not in failed:
