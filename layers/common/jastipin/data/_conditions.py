@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PutError, PynamoDBException, UpdateError
+
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -17,8 +20,6 @@ def condition_failed(exc: Exception) -> bool:
 def written(write: Callable[[], object]) -> bool:
     """Run one conditional write: True if it was made, False if its condition did not hold. A failing table
     raises."""
-    from pynamodb.exceptions import PutError, UpdateError
-
     try:
         write()
     except (PutError, UpdateError) as exc:
@@ -28,13 +29,6 @@ def written(write: Callable[[], object]) -> bool:
     return True
 
 
-def _store_errors() -> tuple[type[Exception], ...]:
-    from botocore.exceptions import BotoCoreError, ClientError
-    from pynamodb.exceptions import PynamoDBException
-
-    return (ClientError, BotoCoreError, PynamoDBException)
-
-
 # What a table that fails raises, through PynamoDB or the low-level client: for the few callers that go on
 # without the write (best-effort bookkeeping), so they need not know either library.
-STORE_ERRORS = _store_errors()
+STORE_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError, PynamoDBException)

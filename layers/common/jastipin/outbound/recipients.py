@@ -51,7 +51,11 @@ def follow_user_id_changes(recipients: list[Recipient]) -> list[Recipient]:
         "recipients whose user id changed", extra={"recipients": sum(r.user_id in moved for r in recipients)}
     )
     return [
-        Recipient(id=stable_id("p", f"bsuid:{latest(r.user_id)}"), user_id=latest(r.user_id), name=r.name)
+        Recipient(
+            id=stable_id("p", contacts.wa_key(None, latest(r.user_id))),
+            user_id=latest(r.user_id),
+            name=r.name,
+        )
         if not r.phone and r.user_id in moved
         else r
         for r in recipients
