@@ -14,31 +14,48 @@
 ``{queue}`` is ``notifications``, ``broadcast``, ``proof_notify`` or ``inbound`` (participants' messages
 waiting for the inbound function)."""
 
-from __future__ import annotations
-
 import base64
 import hashlib
 import re
-from pathlib import Path
+from pathlib import Path as FilePath
+from typing import Annotated, Literal
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from jastipin.http import HttpError, install_error_handlers, json_response, parse_body, require_bearer
+from jastipin.http import NO_STORE, Guarded, api_resolver
+from jastipin.openapi import BODY_ERRORS, NO_STORE_HEADER, OPENAPI, TRIP_ID, answers, openapi_json
 from jastipin.operations import observability
 from jastipin.operations.outcomes import recent_outcomes
-from jastipin.operations.views import PurgeRequest, RedriveRequest
+from jastipin.operations.views import (
+    DlqListing,
+    OutcomeStatus,
+    PurgeRequest,
+    PurgeResult,
+    QueuesView,
+    RedriveRequest,
+    RedriveResult,
+    TripOutcomes,
+)
 from jastipin.runtime import services
 
 logger = Logger()
 tracer = Tracer()
-app = APIGatewayHttpResolver()
-install_error_handlers(app)
+app = api_resolver()
+app.configure_openapi(**OPENAPI)
+PAGE_ROUTE = "GET /admin/queues"
+api = Guarded(
+    app,
+    token=lambda: services().settings.secret("admin_token"),
+    max_body_bytes=lambda: services().settings.max_body_bytes,
+    open_routes=[PAGE_ROUTE],  # the page holds no data: it asks for the token and calls the API
+)
 observability.init_sentry()  # only when SENTRY_DSN is set
 
-PAGE = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
+PAGE = (FilePath(__file__).parent / "page.html").read_text(encoding="utf-8")
 
 
 def _csp_hashes(tag: str) -> str:
@@ -59,100 +76,162 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-NO_STORE = {"Cache-Control": "no-store"}
-
-
-def authorize() -> None:
-    require_bearer(app, services().settings.secret("admin_token"))
+TOKEN: list[dict[str, list[str]]] = [{"adminToken": []}]
+QUEUE_DOC = "`notifications`, `broadcast`, `proof_notify` or `inbound`; another name is 404 (`field` `queue`)"
+QueueParam = Annotated[str, Path(min_length=1, description=QUEUE_DOC, examples=["notifications"])]
+TripId = Annotated[str, Path(min_length=1, examples=[TRIP_ID])]
+DLQ_LIMIT = (
+    "how many messages at most (default 50, also when empty); values outside 1-100 are clamped to that "
+    "range; not a whole number is 422"
+)
+OUTCOMES_LIMIT = (
+    "how many entries at most (default 50, also when empty); values outside 1-200 are clamped to that "
+    "range; not a whole number is 422"
+)
+QUEUE_404 = {404: "no such queue (code `not_found`, `field` `queue`), or no route matched the path"}
+PURGE_422 = {
+    422: "the body is not valid (code `validation_error`), or `confirm` is not the queue's name (code "
+    "`confirmation_required`, `field` `confirm`)"
+}
 
 
 def time_left() -> float:
     return app.lambda_context.get_remaining_time_in_millis() / 1000
 
 
-def int_param(name: str, default: int) -> int:
-    raw = app.current_event.get_query_string_value(name, None)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise HttpError(422, "validation_error", f"{name}: must be a whole number", field=name) from None
-
-
-@app.get("/admin/queues")
-def page():
+@app.get(PAGE_ROUTE.split(" ")[1], include_in_schema=False, enable_validation=False)
+def page() -> Response[str]:
     return Response(
         status_code=200, content_type="text/html; charset=utf-8", body=PAGE, headers={**PAGE_HEADERS}
     )
 
 
-@app.get("/admin/api/queues")
+@app.get(
+    "/admin/api/queues",
+    summary="Per queue and its DLQ, the messages visible, in flight and delayed; the DLQ's oldest age",
+    operation_id="queueStats",
+    tags=["admin"],
+    security=TOKEN,
+    responses=answers({200: ("the queues", QueuesView)}, headers=NO_STORE_HEADER),
+)
 @tracer.capture_method(capture_response=False)
-def queues():
-    authorize()
+def queues() -> Response[QueuesView]:
     stats = services().queue_admin.stats()
-    return json_response(200, {"queues": [s.model_dump(mode="json") for s in stats]}, {**NO_STORE})
+    return Response(200, "application/json", QueuesView(queues=stats), headers={**NO_STORE})
 
 
-@app.get("/admin/api/queues/<queue>/dlq")
+@app.get(
+    "/admin/api/queues/<queue>/dlq",
+    summary="The DLQ's messages, without personal data (what each job is, never whom it is for)",
+    operation_id="listDlq",
+    tags=["admin"],
+    security=TOKEN,
+    responses=answers(
+        {200: ("the DLQ's messages", DlqListing)}, [404, 422], described=QUEUE_404, headers=NO_STORE_HEADER
+    ),
+)
 @tracer.capture_method(capture_response=False)
-def dlq_messages(queue: str):
-    authorize()
-    listing = services().queue_admin.list_dlq(queue, int_param("limit", 50))
-    return json_response(200, listing.model_dump(mode="json"), {**NO_STORE})
+def dlq_messages(
+    queue: QueueParam,
+    limit: Annotated[int | Literal[""], Query(description=DLQ_LIMIT)] = 50,
+) -> Response[DlqListing]:
+    listing = services().queue_admin.list_dlq(queue, limit if isinstance(limit, int) else 50)
+    return Response(200, "application/json", listing, headers={**NO_STORE})
 
 
-@app.post("/admin/api/queues/<queue>/dlq/redrive")
+@app.post(
+    "/admin/api/queues/<queue>/dlq/redrive",
+    summary="Move DLQ messages (the listed ids, or all) back to the queue they failed on",
+    operation_id="redriveDlq",
+    tags=["admin"],
+    security=TOKEN,
+    responses=answers(
+        {200: ("what was moved (`done: false`: time ran out with messages left, call again)", RedriveResult)},
+        [*BODY_ERRORS, 404],
+        described=QUEUE_404,
+    ),
+)
 @tracer.capture_method(capture_response=False)
-def redrive(queue: str):
-    authorize()
-    svc = services()
-    request = parse_body(app, RedriveRequest, svc.settings.max_body_bytes)
-    result = svc.queue_admin.redrive(queue, request, time_left)
+def redrive(queue: QueueParam, request: Annotated[RedriveRequest, Body()]) -> RedriveResult:
+    result = services().queue_admin.redrive(queue, request, time_left)
     logger.info(
         "DLQ redriven",
         extra={"queue": result.queue, "all": request.all, "moved": result.moved, "done": result.done},
     )
-    return json_response(200, result.model_dump(mode="json"))
+    return result
 
 
-@app.post("/admin/api/queues/<queue>/dlq/purge")
+PURGED = "what was deleted (`done: false`: time ran out with messages left, call again)"
+
+
+@app.post(
+    "/admin/api/queues/<queue>/dlq/purge",
+    summary="Delete the DLQ's visible messages (the body must repeat the queue's name)",
+    operation_id="purgeDlq",
+    tags=["admin"],
+    security=TOKEN,
+    responses=answers(
+        {200: (PURGED, PurgeResult)}, [*BODY_ERRORS, 404], described={**QUEUE_404, **PURGE_422}
+    ),
+)
 @tracer.capture_method(capture_response=False)
-def purge_dlq(queue: str):
-    return _purge(queue, "dlq")
+def purge_dlq(queue: QueueParam, request: Annotated[PurgeRequest, Body()]) -> PurgeResult:
+    return _purge(queue, "dlq", request)
 
 
-@app.post("/admin/api/queues/<queue>/purge")
+@app.post(
+    "/admin/api/queues/<queue>/purge",
+    summary="Delete the queue's waiting messages (the body must repeat its name; in-flight ones stay)",
+    operation_id="purgeQueue",
+    tags=["admin"],
+    security=TOKEN,
+    responses=answers(
+        {200: (PURGED, PurgeResult)}, [*BODY_ERRORS, 404], described={**QUEUE_404, **PURGE_422}
+    ),
+)
 @tracer.capture_method(capture_response=False)
-def purge_queue(queue: str):
-    return _purge(queue, "queue")
+def purge_queue(queue: QueueParam, request: Annotated[PurgeRequest, Body()]) -> PurgeResult:
+    return _purge(queue, "queue", request)
 
 
-def _purge(queue: str, target: str) -> Response:
-    authorize()
-    svc = services()
-    request = parse_body(app, PurgeRequest, svc.settings.max_body_bytes)
-    result = svc.queue_admin.purge(queue, target, request, time_left)  # type: ignore[arg-type]
+def _purge(queue: str, target: Literal["queue", "dlq"], request: PurgeRequest) -> PurgeResult:
+    result = services().queue_admin.purge(queue, target, request, time_left)
     logger.warning(
         "queue purged",
         extra={"queue": result.queue, "target": target, "deleted": result.deleted, "done": result.done},
     )
-    return json_response(200, result.model_dump(mode="json"))
+    return result
 
 
-@app.get("/admin/api/trips/<tripId>/outcomes")
+@app.get(
+    "/admin/api/trips/<tripId>/outcomes",
+    summary="The trip's newest notification log entries (pseudonymous participant ids, no message text)",
+    operation_id="tripOutcomes",
+    tags=["admin"],
+    security=TOKEN,
+    responses=answers(
+        {200: ("the entries, newest first", TripOutcomes)}, [404, 422], headers=NO_STORE_HEADER
+    ),
+)
 @tracer.capture_method(capture_response=False)
-def trip_outcomes(tripId: str):  # noqa: N803 - the path parameter's name in template.yaml
-    authorize()
+def trip_outcomes(
+    tripId: TripId,  # noqa: N803 - the path parameter's name in template.yaml
+    limit: Annotated[int | Literal[""], Query(description=OUTCOMES_LIMIT)] = 50,
+    status: Annotated[OutcomeStatus, Query(description="only entries of this status (empty: any)")] = "",
+) -> Response[TripOutcomes]:
     services()  # binds the tables
-    status = app.current_event.get_query_string_value("status", None) or None
-    result = recent_outcomes(tripId, limit=int_param("limit", 50), status=status, time_left=time_left)
-    return json_response(200, result.model_dump(mode="json"), {**NO_STORE})
+    limit = limit if isinstance(limit, int) else 50
+    result = recent_outcomes(tripId, limit=limit, status=status or None, time_left=time_left)
+    return Response(200, "application/json", result, headers={**NO_STORE})
+
+
+@app.get("/admin/api/openapi.json", include_in_schema=False, enable_validation=False)
+def openapi() -> Response[str]:
+    return openapi_json(app)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 @observability.report_errors
 def handler(event: dict, context: LambdaContext) -> dict:
-    return app.resolve(event, context)
+    return api.resolve(event, context)

@@ -62,7 +62,7 @@ def verify():
 @app.post(WEBHOOK_PATH)
 def receive():
     svc = services()
-    body = raw_body(app, svc.settings.max_body_bytes * 4)
+    body = raw_body(app.current_event.raw_event, svc.settings.max_body_bytes * 4)
     header = app.current_event.headers.get("x-hub-signature-256")
     if not header:
         raise HttpError(401, "unauthorized", "missing signature", field="X-Hub-Signature-256")

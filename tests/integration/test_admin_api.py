@@ -442,3 +442,14 @@ def test_the_inbound_dlq_is_listed_without_the_participant_and_redriven_to_the_i
     drain(ctx)
     (reply,) = ctx.sandbox.messages()
     assert reply["body"]["text"]["body"].startswith("Terima kasih sudah join!")
+
+
+def test_the_admin_api_serves_its_part_of_the_openapi_document(admin, handlers):
+    from jastipin.openapi import part
+
+    status, served, _ = admin("GET", "/admin/api/openapi.json")
+    assert status == 200 and served == part(handlers[1]["admin"].app)
+    assert set(served["paths"]) >= {"/admin/api/queues", "/admin/api/queues/{queue}/dlq/redrive"}
+    assert not any(path.startswith("/api/") for path in served["paths"])
+    assert admin("GET", "/admin/api/openapi.json", token=None)[0] == 401
+    assert admin("GET", "/admin/api/openapi.json", token="local-api-token")[0] == 403

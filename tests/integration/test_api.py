@@ -189,3 +189,49 @@ def test_unknown_trip_is_404(ctx):
 def test_oversized_body_is_413(ctx):
     status, body = call(ctx, "POST", "/api/trips", raw=json.dumps({"slug": "x" * 70_000}))
     assert status == 413 and body["error"]["code"] == "payload_too_large"
+
+
+def test_the_api_serves_its_part_of_the_openapi_document(ctx):
+    from jastipin.openapi import part
+
+    status, served = call(ctx, "GET", "/api/openapi.json")
+    assert status == 200 and served == part(ctx.enqueue.app)
+    assert set(served["paths"]) >= {"/api/trips", "/api/trips/{tripId}/products"}
+    assert not any(path.startswith("/admin/") for path in served["paths"])
+    assert call(ctx, "GET", "/api/openapi.json", token=None)[0] == 401
+
+
+def test_a_request_without_a_token_is_401_before_its_body_is_looked_at(ctx):
+    for raw in ("{not json", '{"slug": 1}', "x" * 70_000):
+        status, body = call(ctx, "POST", "/api/trips", raw=raw, token=None)
+        assert status == 401 and body["error"] == {
+            "code": "unauthorized",
+            "message": "missing bearer token",
+            "field": "Authorization",
+        }
+
+
+def test_every_body_is_read_as_json_whatever_its_content_type(ctx):
+    event = copy.deepcopy(load_event("create_trip.json"))
+    event["headers"] = {"authorization": f"Bearer {TOKEN}", "content-type": "multipart/form-data"}
+    event["body"] = json.dumps({"slug": "jpn25", "title": "Jastip Jepang", "owner_phone": "081234567890"})
+    assert ctx.enqueue.handler(event, FakeContext())["statusCode"] == 201
+    event["headers"]["content-type"] = "application/x-www-form-urlencoded"
+    event["body"] = "slug=kor26&title=Korea&owner_phone=081234567890"
+    response = ctx.enqueue.handler(event, FakeContext())
+    assert response["statusCode"] == 400 and json.loads(response["body"])["error"]["field"] == "body"
+
+
+def test_a_base64_body_is_decoded_before_it_is_validated(ctx):
+    import base64
+
+    event = copy.deepcopy(load_event("create_trip.json"))
+    event["headers"] = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+    body = {"slug": "jpn25", "title": "Jastip Jepang 日本", "owner_phone": "081234567890"}
+    event["body"] = base64.b64encode(json.dumps(body, ensure_ascii=False).encode()).decode()
+    event["isBase64Encoded"] = True
+    response = ctx.enqueue.handler(event, FakeContext())
+    assert response["statusCode"] == 201 and json.loads(response["body"])["title"] == "Jastip Jepang 日本"
+    event["body"] = base64.b64encode(b"\xff\xfe{}").decode()
+    response = ctx.enqueue.handler(event, FakeContext())
+    assert response["statusCode"] == 400 and json.loads(response["body"])["error"]["field"] == "body"

@@ -30,6 +30,7 @@ EXPECTED_ROUTES = {
     "GET /api/trips/{tripId}/broadcasts/estimate": "EnqueueFunction",
     "POST /api/trips/{tripId}/proofs": "EnqueueFunction",
     "GET /api/trips/{tripId}/ledger": "EnqueueFunction",
+    "GET /api/openapi.json": "EnqueueFunction",  # each API function serves its part of docs/openapi.yaml
     # Kept for Meta apps still pointed at the HTTP API (and served locally); Meta's callback is the webhook's
     # function URL (output WebhookUrl), see test_meta_calls_the_webhook_through_its_function_url.
     "GET /api/webhooks/whatsapp": "WebhookFunction",
@@ -41,6 +42,7 @@ EXPECTED_ROUTES = {
     "POST /admin/api/queues/{queue}/dlq/purge": "AdminFunction",
     "POST /admin/api/queues/{queue}/purge": "AdminFunction",
     "GET /admin/api/trips/{tripId}/outcomes": "AdminFunction",
+    "GET /admin/api/openapi.json": "AdminFunction",
 }
 MAIN_QUEUES = {"NotificationsQueue", "BroadcastQueue", "ProofNotifyQueue"}  # the sender's job queues
 QUEUES_WITH_DLQ = MAIN_QUEUES | {"InboundQueue"}  # plus the webhook's inbound messages

@@ -70,6 +70,18 @@ class EstimateQuery(_Request):
 
 
 class BroadcastRequest(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "template": "trip_reminder",
+                    "parameters": ["Jastip Jepang"],
+                    "idempotency_key": "promo-juni",
+                }
+            ]
+        }
+    )
+
     template: str = Field(min_length=1, max_length=512)
     parameters: list[TemplateParameter] = Field(default_factory=list, max_length=20)
     dry_run: bool = Field(default=False, strict=True)  # "false" or 0 must not send a broadcast

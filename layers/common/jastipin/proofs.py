@@ -32,7 +32,20 @@ MAX_IMAGE_URL = 2048  # jobs.Job.image_url, jobs.TemplateRef.header_image_url
 
 
 class ProofRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "participant_id": "p_380f83950b4fde49",
+                    "order_ref": "ORD-001",
+                    "image_url": "https://example.com/proof.jpg",
+                    "caption": "Transfer Rp450.000",
+                }
+            ]
+        },
+    )
 
     participant_id: str = Field(min_length=1, max_length=64, description="the participant the proof is from")
     # a parameter of the proof_received template: Meta's rules for those apply

@@ -26,6 +26,12 @@ class _Request(BaseModel):
 
 
 class CreateTripRequest(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"slug": "jpn25", "title": "Jastip Jepang", "owner_phone": "081234567890"}]
+        }
+    )
+
     slug: str = Field(min_length=2, max_length=40, description="trip code participants type: JOIN <slug>")
     title: CleanLine = Field(min_length=1, max_length=120)
     owner_phone: str = Field(min_length=4, max_length=32, description="jastiper's WhatsApp number")
@@ -56,6 +62,12 @@ class CreateTripRequest(_Request):
 
 
 class NewProductRequest(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "Action Figure A", "price": 450000, "description": "Edisi terbatas"}]
+        }
+    )
+
     name: CleanLine = Field(min_length=1, max_length=200)
     # strict: JSON true/false or "450000" is not a price (lax mode would read them as 1/0 and 450000)
     price: int = Field(ge=0, le=MAX_PRICE, strict=True, description="price in rupiah")

@@ -67,9 +67,9 @@ class DlqListing(_View):
 
 
 class RedriveRequest(BaseModel):
-    """Either ``{"message_ids": [...]}`` or ``{"all": true}``."""
+    """Either ``{"message_ids": [...]}`` (non-empty) or ``{"all": true}``; anything else is 422."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"all": True}]})
 
     message_ids: list[str] = Field(default_factory=list, max_length=MAX_REDRIVE_IDS)
     all: bool = Field(default=False, strict=True)
@@ -91,9 +91,9 @@ class RedriveResult(_View):
 
 
 class PurgeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"confirm": "notifications"}]})
 
-    confirm: str = Field(default="", max_length=64)
+    confirm: str = Field(default="", max_length=64, description="the queue's name, repeated")
 
 
 class PurgeResult(_View):
@@ -125,3 +125,12 @@ class TripOutcomes(_View):
     status: str | None
     outcomes: list[OutcomeView]
     truncated: bool  # stopped looking (time or size) before `limit` entries were found
+
+
+# jastipin.data.models.LogStatus, or empty for any (not imported: the admin function does not load the
+# tables' models to read a query); tests/unit/test_openapi.py checks the two agree
+OutcomeStatus = Literal["", "queued", "sent", "delivered", "read", "failed", "skipped"]
+
+
+class QueuesView(_View):
+    queues: list[QueueStats]
