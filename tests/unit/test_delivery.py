@@ -10,7 +10,7 @@ import pytest
 
 from jastipin.data.models import Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
 from jastipin.outbound.delivery import Deadline, Sender, SendingHalted
-from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.jobs import JobKind, ProductUpdateJob, Recipient
 from tests.unit.conftest import RecordingQueues, graph_client
 from tests.unit.limiters import TokenBucket
 
@@ -33,8 +33,8 @@ def seed(count: int, *, trip: str = "jpn25", inbound_hours_ago: float | None = 1
     return recipients
 
 
-def product_job(recipients: list[Recipient] | None, job_id: str = "job_1") -> Job:
-    return Job(
+def product_job(recipients: list[Recipient] | None, job_id: str = "job_1") -> ProductUpdateJob:
+    return ProductUpdateJob(
         job_id=job_id,
         kind=JobKind.PRODUCT_UPDATE,
         trip_id="jpn25",
@@ -284,7 +284,7 @@ def test_a_timed_out_send_whose_status_arrives_in_the_backoff_is_not_sent_again(
         sleep=status_arrives,
         clock=no_sleep.clock,
     )
-    job = Job(
+    job = ProductUpdateJob(
         job_id="job_t",
         kind=JobKind.PRODUCT_UPDATE,
         trip_id="jpn25",

@@ -19,7 +19,7 @@ from jastipin.inbound.payload import (
 )
 from jastipin.inbound.preferences import apply_preference
 from jastipin.inbound.statuses import apply_status
-from jastipin.outbound.jobs import Job
+from jastipin.outbound.jobs import AutoReplyJob, Job, parse_job
 
 PHONE = "6281311112222"
 
@@ -354,10 +354,10 @@ def test_queue_bodies_escape_what_sqs_refuses_and_read_back_the_same():
     assert "\ufffe" not in body and "\uffff" not in body and "😀" in body
     assert InboundWork.model_validate_json(body).message.text_body == text
     assert json.loads(body)["message"]["from"] == PHONE
-    job = Job(
+    job = AutoReplyJob(
         job_id="j", kind="auto_reply", trip_id="t", message=text, participants=[], template="auto_reply"
     )
-    assert "\uffff" not in job.to_body() and Job.from_body(job.to_body()).message == text
+    assert "\uffff" not in job.to_body() and parse_job(job.to_body()).message == text
 
 
 def test_a_malformed_message_in_a_batch_does_not_drop_the_valid_ones(handler, capsys):

@@ -33,12 +33,11 @@ from jastipin.data.models import (
 )
 from jastipin.operations.observability import breakdown
 from jastipin.outbound.fanout import FanOut, FanOutTakenOver
-from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.jobs import AutoReplyJob, Job, ProductUpdateJob, ProofJob, Recipient
 from jastipin.outbound.outcomes import ChunkResult, Outcome, OutcomeWriter, record, record_one
 from jastipin.outbound.queues import JobQueues
 from jastipin.outbound.rate_limit import SendLimiter
 from jastipin.outbound.recipients import (
-    KINDS_NEEDING_MEMBERSHIP,
     MembershipWatch,
     decide,
     follow_user_id_changes,
@@ -165,11 +164,9 @@ class Sender:
         if skipped:
             self._write_log(job, skipped)
         result.outcomes += skipped
-        watch = (
-            MembershipWatch(job.trip_id, [r.id for r in pending], self._clock)
-            if job.kind in KINDS_NEEDING_MEMBERSHIP
-            else None
-        )
+        watch = None
+        if job.needs_membership:
+            watch = MembershipWatch(job.trip_id, [r.id for r in pending], self._clock)
         if pending:
             self.whatsapp.prepare()  # the token, read before any send slot is taken
         sending = self._send_all(job, pending, attempts, window_open, deadline, watch)
@@ -438,11 +435,13 @@ class Sender:
     def _deliver(self, job: Job, r: Recipient, window_open: bool) -> str:
         to = Address(phone=r.phone, user_id=r.user_id)
         key = log_key(job.job_id, r.id)  # comes back in the statuses: they update the entry by key
-        if job.kind is JobKind.PROOF and (window_open or job.template_ref is None):
+        if isinstance(job, ProofJob) and window_open:
             return self.whatsapp.send_image(
                 to, link=job.image_url, media_id=job.media_id, caption=job.caption, callback_data=key
             )
-        if job.message is not None and (window_open or job.template_ref is None):
+        if isinstance(job, AutoReplyJob):  # inside the window by definition
+            return self.whatsapp.send_text(to, job.message, callback_data=key)
+        if isinstance(job, ProductUpdateJob) and (window_open or job.template_ref is None):
             return self.whatsapp.send_text(to, job.message, callback_data=key)
         if job.template_ref is None:
             raise WindowClosed("no template for a closed window", code=131047)

@@ -14,13 +14,12 @@ from aws_lambda_powertools import Logger
 from jastipin.data import STORE_ERRORS, contacts, participants
 from jastipin.data.models import Contact, LogStatus, Participant, ParticipantStatus, utcnow
 from jastipin.ids import stable_id
-from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.jobs import Job, Recipient
 from jastipin.outbound.outcomes import Outcome
 
 logger = Logger(child=True)
 
 WINDOW = timedelta(hours=24)
-KINDS_NEEDING_MEMBERSHIP = frozenset({JobKind.PRODUCT_UPDATE, JobKind.BROADCAST})
 
 MAX_USER_ID_MOVES = 3  # a user id replaced again while a chunk waited: followed this many times
 
@@ -72,7 +71,7 @@ def decide(
     if not recipients:
         return [], [], set()
     memberships: dict[str, Participant] = {}
-    if job.kind in KINDS_NEEDING_MEMBERSHIP:
+    if job.needs_membership:
         memberships = participants.many(job.trip_id, (r.id for r in recipients))
     known: dict[str, Contact] = {}
     if not job.always_in_window:
@@ -87,13 +86,13 @@ def decide(
             contact and contact.last_inbound_at and now - contact.last_inbound_at < WINDOW
         )
         reason = None
-        if job.kind in KINDS_NEEDING_MEMBERSHIP:
+        if job.needs_membership:
             membership = memberships.get(r.id)
             if membership is None or membership.status != ParticipantStatus.ACTIVE.value:
                 reason = "unsubscribed"
         if reason is None and job.needs_marketing_consent and contact and contact.marketing_opt_out:
             reason = "marketing_opt_out"
-        if reason is None and needs_open_window(job) and not is_open and job.template_ref is None:
+        if reason is None and job.needs_open_window and not is_open:
             reason = "window_closed"
         if reason:
             skipped.append(Outcome(r, LogStatus.SKIPPED, attempts.get(r.id, 0), reason=reason))
@@ -102,10 +101,6 @@ def decide(
             if is_open:
                 window_open.add(r.id)
     return skipped, sendable, window_open
-
-
-def needs_open_window(job: Job) -> bool:
-    return job.message is not None and not job.always_in_window and job.kind is not JobKind.BROADCAST
 
 
 MEMBERSHIP_REFRESH_SECONDS = 1.0  # STOP honoured at send time: memberships re-read at most this often
