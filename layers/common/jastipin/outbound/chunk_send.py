@@ -133,7 +133,7 @@ class ChunkSend:
         todo = [r for r in recipients if previous.get(r.id, (None, 0))[0] not in FINAL_STATUSES]
         self.attempts = {r.id: previous.get(r.id, (None, 0))[1] for r in todo}
         result = ChunkResult()
-        skipped, pending, self.window_open = decide(job, todo, self.attempts)
+        skipped, pending, self.window_open = decide(job, todo, self.attempts, now=self.deadline.utcnow)
         if skipped:
             self._write_log(skipped)
         result.outcomes += skipped

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from aws_lambda_powertools import Logger
 
@@ -46,12 +47,22 @@ SAFETY_MARGIN_SECONDS = 5.0  # stop sending this long before the Lambda timeout
 
 
 class Deadline:
-    def __init__(self, remaining_ms: Callable[[], int] | None) -> None:
+    """The invocation's remaining time (``remaining_ms``: the Lambda context's; None: no limit), and the wall
+    clock a chunk's time decisions are read on (``clock``: epoch seconds; the real one by default)."""
+
+    def __init__(
+        self, remaining_ms: Callable[[], int] | None, clock: Callable[[], float] | None = None
+    ) -> None:
         self._remaining_ms = remaining_ms
+        self._clock = clock if clock is not None else time.time  # looked up now: a benchmark may patch time
 
     def now(self) -> float:
         """Epoch time, as ``latest_start`` and the limiter's send slots count it."""
-        return time.time()
+        return self._clock()
+
+    def utcnow(self) -> datetime:
+        """``now`` as an aware UTC datetime (the 24-hour window is one)."""
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     def seconds_left(self) -> float:
         return self._remaining_ms() / 1000 if self._remaining_ms else float("inf")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger
 
@@ -62,9 +62,10 @@ def follow_user_id_changes(recipients: list[Recipient]) -> list[Recipient]:
 
 
 def decide(
-    job: Job, recipients: list[Recipient], attempts: dict[str, int]
+    job: Job, recipients: list[Recipient], attempts: dict[str, int], now: Callable[[], datetime] = utcnow
 ) -> tuple[list[Outcome], list[Recipient], set[str]]:
     """Skip who must not get this message (STOP honoured at send time, 24-hour window, marketing opt-out).
+    ``now`` is the time the 24-hour window is judged at (the invocation's clock).
 
     Returns the skipped outcomes (for the caller to log), the recipients to send to, and those whose 24-hour
     window is open (free-form text allowed)."""
@@ -76,14 +77,14 @@ def decide(
     known: dict[str, Contact] = {}
     if not job.always_in_window:
         known = contacts.many(_wa_key(r) for r in recipients)
-    now = utcnow()
+    at = now()
     skipped: list[Outcome] = []
     sendable: list[Recipient] = []
     window_open: set[str] = set()
     for r in recipients:
         contact = known.get(_wa_key(r))
         is_open = job.always_in_window or bool(
-            contact and contact.last_inbound_at and now - contact.last_inbound_at < WINDOW
+            contact and contact.last_inbound_at and at - contact.last_inbound_at < WINDOW
         )
         reason = None
         if job.needs_membership:
