@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from jastipin.operations import observability
 from jastipin.outbound.delivery import Deadline
-from jastipin.outbound.jobs import Job
+from jastipin.outbound.jobs import Job, parse_job
 from jastipin.runtime import services
 
 logger = Logger()
@@ -38,7 +38,7 @@ class UnreadableJob(ValueError):
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
     logger.remove_keys(["job_id", "trip_id", "kind"])  # the previous record's job
     try:
-        job = Job.from_body(record.body)
+        job = parse_job(record.body)
     except ValueError:
         # Neither the body nor pydantic's message may reach logs, traces or Sentry: both can hold phone
         # numbers and message text. The record fails (and, after 3 receives, waits in the DLQ).

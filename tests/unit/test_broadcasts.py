@@ -28,7 +28,7 @@ from jastipin.ids import stable_id
 from jastipin.inbound.payload import StatusUpdate
 from jastipin.inbound.statuses import apply_status
 from jastipin.outbound.delivery import Deadline, Sender
-from jastipin.outbound.jobs import Job, JobKind
+from jastipin.outbound.jobs import BroadcastJob, JobKind, parse_job
 from jastipin.outbound.queues import JobQueues
 from localrun.cfn_yaml import load_template
 from localrun.stack import LocalStack
@@ -192,7 +192,7 @@ def test_estimate_counts_exactly_who_the_fan_out_queues(settings, mixed_audience
     assert (estimate.participants, estimate.rate_rupiah) == (len(expected), 35)
     assert estimate.view()["text"] == f"Kirim pesan ke {len(expected)} peserta = Rp{len(expected) * 35}"
 
-    job = Job(
+    job = BroadcastJob(
         job_id="bc_1",
         kind=JobKind.BROADCAST,
         trip_id=TRIP,
@@ -284,7 +284,7 @@ def test_broadcast_records_the_estimate_and_queues_one_fan_out_job_per_key(setti
     }
     (message,) = queued(settings)
     assert message["Attributes"]["MessageGroupId"] == TRIP
-    job = Job.from_body(message["Body"])
+    job = parse_job(message["Body"])
     assert job.is_fan_out and job.kind is JobKind.BROADCAST and job.job_id == first["broadcast_id"]
     assert job.template_ref.model_dump() == {
         "name": "trip_reminder",
@@ -367,7 +367,7 @@ def test_broadcast_body_validation_names_the_field(body, field):
 
 def test_broadcast_sends_the_template_to_its_audience_once(settings, mixed_audience, queues, sender, graph):
     result = broadcasts.submit(TRIP, request(idempotency_key="k"), settings, queues)
-    job = Job.from_body(queued(settings)[0]["Body"])
+    job = parse_job(queued(settings)[0]["Body"])
     sender.fan_out(job)
     (chunk,) = [j for j, _, _ in sender.queues.sent]
     sender.send_chunk(chunk, Deadline(None))
@@ -392,7 +392,7 @@ def test_broadcast_sends_the_template_to_its_audience_once(settings, mixed_audie
 
 
 def test_opt_out_and_stop_after_queueing_are_honoured_at_send_time(settings, mixed_audience, sender, graph):
-    job = Job(
+    job = BroadcastJob(
         job_id="bc_1",
         kind=JobKind.BROADCAST,
         trip_id=TRIP,
@@ -414,7 +414,7 @@ def test_opt_out_and_stop_after_queueing_are_honoured_at_send_time(settings, mix
 def test_a_utility_broadcast_still_reaches_who_opted_out_of_marketing(
     settings, mixed_audience, sender, graph
 ):
-    job = Job(
+    job = BroadcastJob(
         job_id="bc_2",
         kind=JobKind.BROADCAST,
         trip_id=TRIP,
@@ -446,7 +446,7 @@ def owner_window(hours_ago: float | None) -> None:
 def test_proof_job_goes_to_the_owner_on_proof_notify(settings, mixed_audience, queues):
     job = proofs.submit(TRIP, proof(caption="Transfer Rp450.000"), settings, queues)
     (message,) = queued(settings, "proof_notify_queue_url")
-    assert Job.from_body(message["Body"]) == job
+    assert parse_job(message["Body"]) == job
     assert job.kind is JobKind.PROOF and job.job_id.startswith("prf_")
     assert [(r.id, r.phone) for r in job.participants] == [(stable_id("p", OWNER), OWNER)]
     assert job.caption == "Bukti dari P0 untuk pesanan ORD-001: Transfer Rp450.000"
@@ -624,7 +624,7 @@ def test_ledger_has_estimates_outcomes_and_billing_and_keeps_them_after_the_log(
 def test_sample_queue_events_hold_real_jobs(name):
     event = json.loads((EVENTS / name).read_text())
     for record in event["Records"]:
-        assert Job.from_body(record["body"]).to_body() == record["body"]  # exactly what the enqueuer writes
+        assert parse_job(record["body"]).to_body() == record["body"]  # exactly what the enqueuer writes
 
 
 def test_sample_api_events_parse(settings):

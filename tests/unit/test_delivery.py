@@ -10,7 +10,7 @@ import pytest
 
 from jastipin.data.models import Contact, NotificationLog, Participant, ParticipantStatus, Trip, utcnow
 from jastipin.outbound.delivery import Deadline, Sender, SendingHalted
-from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.jobs import JobKind, ProductUpdateJob, Recipient
 from tests.unit.conftest import RecordingQueues, graph_client
 from tests.unit.limiters import TokenBucket
 
@@ -33,8 +33,8 @@ def seed(count: int, *, trip: str = "jpn25", inbound_hours_ago: float | None = 1
     return recipients
 
 
-def product_job(recipients: list[Recipient] | None, job_id: str = "job_1") -> Job:
-    return Job(
+def product_job(recipients: list[Recipient] | None, job_id: str = "job_1") -> ProductUpdateJob:
+    return ProductUpdateJob(
         job_id=job_id,
         kind=JobKind.PRODUCT_UPDATE,
         trip_id="jpn25",
@@ -284,7 +284,7 @@ def test_a_timed_out_send_whose_status_arrives_in_the_backoff_is_not_sent_again(
         sleep=status_arrives,
         clock=no_sleep.clock,
     )
-    job = Job(
+    job = ProductUpdateJob(
         job_id="job_t",
         kind=JobKind.PRODUCT_UPDATE,
         trip_id="jpn25",
@@ -406,3 +406,60 @@ def test_a_chunk_queued_before_a_user_id_changed_reaches_the_new_id(sender, grap
     assert old.participant_id not in log
     sender.send_chunk(job, Deadline(None))  # the chunk delivered again: nobody is sent it twice
     assert len(graph.sent_to()) == 2
+
+
+def test_the_deadline_is_read_on_its_own_clock():
+    from datetime import UTC, datetime
+
+    from jastipin.outbound.delivery import SAFETY_MARGIN_SECONDS
+
+    now, remaining_ms = [1_000.0], [60_000]
+    deadline = Deadline(lambda: remaining_ms[0], clock=lambda: now[0])
+    assert deadline.latest_start(10) == 1_000.0 + 60 - 10 - SAFETY_MARGIN_SECONDS
+    assert deadline.utcnow() == datetime.fromtimestamp(1_000.0, UTC)
+    now[0], remaining_ms[0] = 1_030.0, 30_000  # half a minute on: the same latest start
+    assert deadline.latest_start(10) == 1_000.0 + 60 - 10 - SAFETY_MARGIN_SECONDS
+    assert deadline.allows(20) and not deadline.allows(30)
+    assert Deadline(None, clock=lambda: now[0]).latest_start(10) is None
+
+
+class _StaleFirstSlot(TokenBucket):
+    """A limiter whose first send slot is handed out at 1000.0 and every later one at 2000.0 (epoch)."""
+
+    late_seconds = 0.02
+
+    def __init__(self) -> None:
+        super().__init__(10_000)
+        self.slots = [1_000.0]
+        self.misses = 0
+
+    def acquire_slot(self, deadline: float | None = None) -> float:
+        return self.slots.pop(0) if self.slots else 2_000.0
+
+    def missed(self) -> None:
+        self.misses += 1
+
+
+def test_a_send_late_for_its_slot_by_the_deadlines_clock_takes_another(settings, whatsapp_client, graph):
+    """Whether a send would leave too late for its slot is judged on the deadline's clock: at 1000.5 the slot
+    of 1000.0 is half a second old (another slot is taken), the slot of 2000.0 is not yet due."""
+    (recipient,) = seed(1)
+    limiter = _StaleFirstSlot()
+    sender = Sender(settings, RecordingQueues(), whatsapp_client, limiter)
+    sender.send_chunk(product_job([recipient]), Deadline(None, clock=lambda: 1_000.5))
+    assert limiter.misses == 1 and limiter.slots == []
+    assert graph.sent_to() == [recipient.phone.lstrip("+")] and log_of("job_1")[recipient.id].status == "sent"
+
+
+def test_the_24_hour_window_is_judged_at_the_time_given(settings):
+    """``decide`` reads the window at ``now``: a contact who wrote an hour ago is inside it now, and outside
+    it a day later (a product update without a window template is then skipped)."""
+    from jastipin.outbound.recipients import decide
+
+    recipients = seed(1, inbound_hours_ago=1.0)
+    job = product_job(recipients)
+    skipped, sendable, window_open = decide(job, recipients, {}, now=utcnow)
+    assert (skipped, [r.id for r in sendable], window_open) == ([], [recipients[0].id], {recipients[0].id})
+    skipped, sendable, window_open = decide(job, recipients, {}, now=lambda: utcnow() + timedelta(hours=24))
+    assert [(o.recipient.id, o.reason) for o in skipped] == [(recipients[0].id, "window_closed")]
+    assert sendable == [] and window_open == set()

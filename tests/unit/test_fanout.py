@@ -8,7 +8,7 @@ import pytest
 
 from jastipin.data.models import FanOutProgress, Participant, ParticipantStatus, Trip
 from jastipin.outbound.fanout import PAGE_RESERVE_SECONDS, FanOut, FanOutTakenOver
-from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.jobs import Job, JobKind, ProductUpdateJob, Recipient
 
 TRIP = "jpn25"
 
@@ -46,8 +46,8 @@ def seed(count: int, *, unsubscribed_every: int = 0) -> list[str]:
     return active
 
 
-def fan_out_job(job_id: str = "job_1") -> Job:
-    return Job(
+def fan_out_job(job_id: str = "job_1") -> ProductUpdateJob:
+    return ProductUpdateJob(
         job_id=job_id,
         kind=JobKind.PRODUCT_UPDATE,
         trip_id=TRIP,

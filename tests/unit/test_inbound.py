@@ -19,7 +19,7 @@ from jastipin.inbound.payload import (
 )
 from jastipin.inbound.preferences import apply_preference
 from jastipin.inbound.statuses import apply_status
-from jastipin.outbound.jobs import Job
+from jastipin.outbound.jobs import AutoReplyJob, Job, parse_job
 
 PHONE = "6281311112222"
 
@@ -354,10 +354,10 @@ def test_queue_bodies_escape_what_sqs_refuses_and_read_back_the_same():
     assert "\ufffe" not in body and "\uffff" not in body and "😀" in body
     assert InboundWork.model_validate_json(body).message.text_body == text
     assert json.loads(body)["message"]["from"] == PHONE
-    job = Job(
+    job = AutoReplyJob(
         job_id="j", kind="auto_reply", trip_id="t", message=text, participants=[], template="auto_reply"
     )
-    assert "\uffff" not in job.to_body() and Job.from_body(job.to_body()).message == text
+    assert "\uffff" not in job.to_body() and parse_job(job.to_body()).message == text
 
 
 def test_a_malformed_message_in_a_batch_does_not_drop_the_valid_ones(handler, capsys):
@@ -457,3 +457,32 @@ def test_a_status_kept_before_its_outcome_lives_as_long_as_the_log(settings) -> 
     stub = NotificationLog.get("job_9", "p_9")
     assert stub.status == "delivered" and stub.trip_id is None
     assert abs(stub.expires_at - (utcnow() + timedelta(days=10))) < timedelta(minutes=1)
+
+
+def test_a_message_older_than_the_dedup_window_is_stale_by_the_processors_clock(settings) -> None:
+    """The age of a message is measured on the processor's clock: the same message is handled six days after
+    Meta's timestamp and ignored (a replay) just over seven days after it."""
+    from datetime import UTC, datetime
+
+    from jastipin.inbound.processor import InboundProcessor
+    from jastipin.inbound.queued import InboundWork
+
+    sent = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)
+    now = [sent + timedelta(days=6)]
+    processor = InboundProcessor(Queued(), settings.idempotency_table, clock=lambda: now[0])  # type: ignore[arg-type]
+    handled: list[dict[str, str]] = []
+
+    def handle_once(*, key: dict[str, str], **_: object) -> dict[str, bool]:
+        handled.append(key)
+        return {"replied": True}
+
+    processor._handle_once = handle_once  # the idempotent handling itself is not what is tested here
+    message = {"id": "wamid.old", "from": PHONE, "timestamp": str(int(sent.timestamp())), "type": "text"}
+    work = InboundWork.model_validate({"message": {**message, "text": {"body": "JOIN jpn25"}}})
+    assert processor.handle(work) is True and handled == [{"message_id": "wamid.old"}]
+    now[0] = sent + timedelta(days=7, seconds=1)
+    assert processor.handle(work) is False and len(handled) == 1
+    unreadable = InboundWork.model_validate(
+        {"message": {**message, "id": "wamid.when", "timestamp": "soon", "text": {"body": "JOIN jpn25"}}}
+    )
+    assert processor.handle(unreadable) is True  # no readable time: taken as sent now, by the same clock

@@ -12,13 +12,22 @@ import sys
 import threading
 import zlib
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from jastipin.operations import observability
-from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.jobs import (
+    AudienceFilter,
+    BroadcastJob,
+    Job,
+    JobKind,
+    ProductUpdateJob,
+    ProofJob,
+    Recipient,
+    TemplateRef,
+)
 from tests.conftest import ROOT
 
 PHONE = "+6281311112222"
@@ -149,7 +158,7 @@ def fake_sentry() -> Iterator[FakeSentry]:
 REPORTING_SCRIPT = """
 import logging, sys
 from jastipin.operations import observability
-from jastipin.outbound.jobs import Job
+from jastipin.outbound.jobs import parse_job
 
 assert observability.init_sentry(sys.argv[1]) and observability.sentry_enabled()
 logging.getLogger("jastipin").warning("about to send to +6281311112222")  # a breadcrumb
@@ -157,7 +166,7 @@ logging.getLogger("jastipin").warning("about to send to +6281311112222")  # a br
 @observability.report_errors
 def handler(event, context):
     to = "+6281311112222"  # a local variable Sentry must not collect
-    Job.from_body('{"jobId": "j1", "kind": "product_update", "tripId": "jpn25", '
+    parse_job('{"jobId": "j1", "kind": "product_update", "tripId": "jpn25", '
                   '"message": "Halo Ani, ini pesan rahasia", '
                   '"participants": [{"phone": "+6281311112222", "name": "Ani"}]}')
 
@@ -220,7 +229,26 @@ def emf_blobs(output: str) -> list[dict]:
 
 
 def job(kind: JobKind = JobKind.PRODUCT_UPDATE, template: str | None = "product_update") -> Job:
-    return Job(job_id="job_1", kind=kind, trip_id="jpn25", template=template, message="x")
+    if kind is JobKind.BROADCAST:
+        since = datetime(2026, 5, 25, tzinfo=UTC)
+        return BroadcastJob(
+            job_id="job_1",
+            trip_id="jpn25",
+            template=template,
+            template_ref=TemplateRef(name="trip_reminder"),
+            audience=AudienceFilter(active_since=since),
+        )
+    if kind is JobKind.PROOF:
+        return ProofJob(
+            job_id="job_1",
+            trip_id="jpn25",
+            template=template,
+            participants=[],
+            media_id="m",
+            caption="x",
+            template_ref=TemplateRef(name="proof_received"),
+        )
+    return ProductUpdateJob(job_id="job_1", trip_id="jpn25", template=template, message="x")
 
 
 def test_breakdown_publishes_per_queue_and_message_type(capsys):
@@ -297,7 +325,7 @@ def test_the_sender_counts_per_queue_and_type_times_sends_and_logs_no_pii(
         sender = Sender(
             settings, None, whatsapp_client, TokenBucket(10_000), sleep=no_sleep, clock=no_sleep.clock
         )  # type: ignore[arg-type]
-        chunk = Job(
+        chunk = ProductUpdateJob(
             job_id="job_9",
             kind=JobKind.PRODUCT_UPDATE,
             trip_id="jpn25",

@@ -167,3 +167,13 @@ def test_slots_reserved_past_the_deadline_are_given_back_at_once_for_the_next_se
     assert len(used) == 4 and a.calls == 2  # the reservation, and the give-back
     b.acquire()
     assert clock() - used[-1] == pytest.approx(1 / (10 * 0.96), rel=1e-3)  # the very next slot
+
+
+def test_no_rate_limit_hands_out_slots_until_the_deadline_on_its_clock():
+    from jastipin.outbound.rate_limit import NoRateLimit
+
+    clock = SimClock(1_000.0)
+    limiter = NoRateLimit(clock=clock)
+    assert limiter.acquire(None) and limiter.acquire(1_000.5)
+    clock.now = 1_001.0  # past the deadline: no slot
+    assert limiter.acquire(1_000.5) is False and limiter.acquire(None)

@@ -27,7 +27,7 @@ from jastipin.broadcasts import BroadcastRequest, EstimateQuery
 from jastipin.http import HttpError, error_body, validate
 from jastipin.ids import SLUG_RE, stable_id
 from jastipin.operations.views import PurgeRequest, RedriveRequest
-from jastipin.outbound.jobs import Job, JobKind, Recipient, TemplateRef
+from jastipin.outbound.jobs import JobKind, ProductUpdateJob, ProofJob, Recipient, TemplateRef
 from jastipin.proofs import ProofRequest
 from jastipin.trips import MAX_PRICE, CreateTripRequest, NewProductRequest
 from tests.harness import FakeContext, load_function
@@ -200,10 +200,10 @@ def assert_answered(response: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def proof_job(request: ProofRequest) -> Job:
+def proof_job(request: ProofRequest) -> ProofJob:
     """The job ``proofs.submit`` builds for a request (participant and owner fixed)."""
     image_url = str(request.image_url) if request.image_url else None
-    return Job(
+    return ProofJob(
         job_id="prf_0000000000000000",
         kind=JobKind.PROOF,
         trip_id=TRIP,
@@ -235,7 +235,7 @@ def check_valid(model: type[BaseModel], parsed: Any) -> None:
     elif isinstance(parsed, NewProductRequest):
         assert type(parsed.price) is int and 0 <= parsed.price <= MAX_PRICE
         assert parsed.image_url is None or parsed.image_url.scheme in {"http", "https"}
-        Job(
+        ProductUpdateJob(
             job_id="job_0",
             kind=JobKind.PRODUCT_UPDATE,
             trip_id=TRIP,

@@ -27,7 +27,7 @@ from jastipin.data import broadcasts as broadcast_records
 from jastipin.data.models import Broadcast, BroadcastStatus, Trip
 from jastipin.errors import Conflict
 from jastipin.ids import new_id, stable_id
-from jastipin.outbound.jobs import AudienceFilter, Job, JobKind, TemplateRef
+from jastipin.outbound.jobs import AudienceFilter, BroadcastJob, TemplateRef
 from jastipin.outbound.queues import JobQueues
 from jastipin.safe_text import clean_line
 from jastipin.settings import Settings
@@ -221,11 +221,10 @@ def _replay(existing: Broadcast, request: BroadcastRequest, queues: JobQueues) -
     return broadcast_view(existing, duplicate=True)
 
 
-def job_of(record: Broadcast) -> Job:
+def job_of(record: Broadcast) -> BroadcastJob:
     """The fan-out job of a broadcast, rebuilt from its record (the same job every time)."""
-    return Job(
+    return BroadcastJob(
         job_id=record.broadcast_id,
-        kind=JobKind.BROADCAST,
         trip_id=record.trip_id,
         template=record.template,
         template_ref=TemplateRef(

@@ -21,14 +21,14 @@ from jastipin.broadcasts import template_parameter
 from jastipin.data import participants
 from jastipin.errors import Unprocessable
 from jastipin.ids import stable_id
-from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.jobs import ProofJob, Recipient
 from jastipin.outbound.queues import JobQueues
 from jastipin.safe_text import CleanText
 from jastipin.settings import Settings
 from jastipin.templates import PROOF_TEMPLATE, registry
 from jastipin.trips import get_trip
 
-MAX_IMAGE_URL = 2048  # jobs.Job.image_url, jobs.TemplateRef.header_image_url
+MAX_IMAGE_URL = 2048  # jobs.ProofJob.image_url, jobs.TemplateRef.header_image_url
 
 
 class ProofRequest(BaseModel):
@@ -65,7 +65,7 @@ class ProofRequest(BaseModel):
         return value
 
 
-def submit(trip_id: str, request: ProofRequest, settings: Settings, queues: JobQueues) -> Job:
+def submit(trip_id: str, request: ProofRequest, settings: Settings, queues: JobQueues) -> ProofJob:
     if (request.image_url is None) == (request.media_id is None):
         raise Unprocessable("give exactly one of image_url or media_id", field="image_url")
     trip = get_trip(trip_id)
@@ -79,9 +79,8 @@ def submit(trip_id: str, request: ProofRequest, settings: Settings, queues: JobQ
     who = " ".join((participant.name or participant.phone or participant.participant_id).split())
     image_url = str(request.image_url) if request.image_url else None
     image = image_url or request.media_id or ""
-    job = Job(
+    job = ProofJob(
         job_id=stable_id("prf", trip.trip_id, participant.participant_id, request.order_ref, image),
-        kind=JobKind.PROOF,
         trip_id=trip.trip_id,
         participants=[Recipient(id=stable_id("p", trip.owner_phone), phone=trip.owner_phone)],
         template="proof",

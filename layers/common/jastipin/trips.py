@@ -11,7 +11,7 @@ from jastipin.data import trips as trip_records
 from jastipin.data.models import Product, Trip, WindowPolicy
 from jastipin.errors import Conflict, NotFound
 from jastipin.ids import new_id, normalise_slug
-from jastipin.outbound.jobs import Job, JobKind, TemplateRef
+from jastipin.outbound.jobs import ProductUpdateJob, TemplateRef
 from jastipin.outbound.queues import JobQueues
 from jastipin.phones import InvalidPhoneNumber, to_e164
 from jastipin.safe_text import CleanLine, CleanText
@@ -116,7 +116,7 @@ def get_trip(trip_id: str) -> Trip:
 
 def upload_product(
     trip_id: str, request: NewProductRequest, queues: JobQueues, settings: Settings
-) -> tuple[Product, Job]:
+) -> tuple[Product, ProductUpdateJob]:
     """Save the product and queue one fan-out job; the participants are read behind the queue."""
     trip = get_trip(trip_id)
     template_ref = None
@@ -132,9 +132,8 @@ def upload_product(
         image_url=str(request.image_url) if request.image_url else None,
     )
     trip_records.add_product(product)
-    job = Job(
+    job = ProductUpdateJob(
         job_id=new_id("job"),
-        kind=JobKind.PRODUCT_UPDATE,
         trip_id=trip.trip_id,
         product_id=product.product_id,
         template="product_update",

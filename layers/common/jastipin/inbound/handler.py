@@ -23,7 +23,7 @@ from jastipin.inbound.payload import (
     InboundMessage,
     WebhookContact,
 )
-from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.jobs import AutoReplyJob, Recipient
 from jastipin.outbound.queues import JobQueues
 
 logger = Logger(child=True)
@@ -111,9 +111,8 @@ class CommandHandler:
     def _queue_reply(
         self, inbound_id: str, identity: Identity, contact: Contact, name: str | None, reply: str
     ) -> None:
-        job = Job(
+        job = AutoReplyJob(
             job_id=stable_id("rpl", inbound_id),  # one reply per inbound message, whatever happens
-            kind=JobKind.AUTO_REPLY,
             trip_id=contact.last_trip_id or "-",
             participants=[
                 Recipient(
@@ -122,6 +121,5 @@ class CommandHandler:
             ],
             template="auto_reply",
             message=reply,
-            always_in_window=True,
         )
         self._queues.send(job)

@@ -4,6 +4,7 @@ records about them: the contact's 24-hour window (``touch_contact``) and a user 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -56,11 +57,12 @@ def identify(message: InboundMessage, contacts: list[WebhookContact]) -> Identit
     return Identity(phone=phone, user_id=user_id)
 
 
-def message_time(message: InboundMessage) -> datetime:
+def message_time(message: InboundMessage, now: Callable[[], datetime] = utcnow) -> datetime:
+    """When Meta says the message was sent (``now()`` when it says nothing readable)."""
     try:
         return datetime.fromtimestamp(int(message.timestamp or ""), UTC)
     except (ValueError, OverflowError, OSError):
-        return utcnow()
+        return now()
 
 
 def touch_contact(identity: Identity, name: str | None, at: datetime) -> tuple[Contact, bool]:

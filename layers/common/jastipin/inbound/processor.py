@@ -3,7 +3,8 @@ applied."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -31,9 +32,15 @@ class InboundProcessor:
     guard (each is applied only forward, so a repeat changes nothing)."""
 
     def __init__(
-        self, queues: JobQueues, idempotency_table: str, dynamodb_client: Any = None, log_ttl_days: float = 3
+        self,
+        queues: JobQueues,
+        idempotency_table: str,
+        dynamodb_client: Any = None,
+        log_ttl_days: float = 3,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._log_ttl_days = log_ttl_days  # a status kept before its outcome lives as long as the log
+        self._clock = clock  # what a message's age is measured against
         from aws_lambda_powertools.utilities.idempotency import (
             DynamoDBPersistenceLayer,
             IdempotencyConfig,
@@ -73,7 +80,7 @@ class InboundProcessor:
         A message older than the dedup window is ignored: Meta retries for at most 7 days, so only a replay of
         a captured, validly signed webhook can be that old — and its idempotency record may have expired
         (a replayed JOIN would otherwise undo a later STOP)."""
-        age = utcnow() - message_time(work.message)
+        age = self._clock() - message_time(work.message, self._clock)
         if age > timedelta(seconds=DEDUP_SECONDS):
             logger.warning(
                 "inbound message older than the dedup window ignored",

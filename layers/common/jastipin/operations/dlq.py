@@ -37,7 +37,7 @@ from jastipin.operations.views import (
     RedriveRequest,
     RedriveResult,
 )
-from jastipin.outbound.jobs import Job, QueueName
+from jastipin.outbound.jobs import QueueName, parse_job
 from jastipin.settings import Settings
 
 SQS_BATCH = 10
@@ -74,7 +74,7 @@ def dlq_message_view(message: dict[str, Any], now: float) -> DlqMessage:
         "group_id": attributes.get("MessageGroupId"),
     }
     try:
-        job = Job.from_body(message.get("Body") or "")
+        job = parse_job(message.get("Body") or "")
     except (ValidationError, ValueError):
         return _inbound_view(message.get("Body") or "", facts)
     return DlqMessage(

@@ -27,7 +27,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from jastipin import audience
 from jastipin.data import fanout_progress
 from jastipin.data.models import FanOutProgress, log_expiry
-from jastipin.outbound.jobs import Job, Recipient
+from jastipin.outbound.jobs import BroadcastJob, Job, Recipient
 from jastipin.outbound.queues import SQS_BATCH, JobQueues
 from jastipin.settings import Settings
 
@@ -74,7 +74,8 @@ class FanOut:
         buffer: list[Recipient] = []
         ready: list[list[Recipient]] = []
         queued = chunks = 0
-        for last_read, page in audience.pages(job.trip_id, job.audience, after=state.cursor):
+        audience_filter = job.audience if isinstance(job, BroadcastJob) else None  # besides "active member"
+        for last_read, page in audience.pages(job.trip_id, audience_filter, after=state.cursor):
             buffer += page
             while len(buffer) >= size:
                 ready.append(buffer[:size])

@@ -4,6 +4,11 @@ The JSON shape follows the spec's job payload (``tripId, productId, participants
 plus what a reliable sender needs: a job id (idempotency key per recipient), the kind of message, and a
 fan-out marker. A job with ``participants = null`` is a fan-out job: the sender pages through the trip's
 active participants and enqueues chunk jobs (same job id) carrying them.
+
+Each kind is its own model (``ProductUpdateJob``, ``AutoReplyJob``, ``BroadcastJob``, ``ProofJob``) with only
+the fields it uses; ``Job`` is their union, told apart by ``kind``, and ``parse_job`` reads a body. The body
+is the same JSON, field for field and in the same order, as when one model held every kind: jobs waiting in
+a queue or a DLQ across a deploy read the same either way.
 """
 
 from __future__ import annotations
@@ -11,8 +16,18 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 # SQS accepts #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF in a body; JSON text escapes control
@@ -80,24 +95,22 @@ class AudienceFilter(_Camel):
     marketing: bool = True  # marketing template: leave out who stopped marketing messages
 
 
-class Job(_Camel):
+class _Job(_Camel):
+    """What every job has, whatever its kind. A job with ``participants = None`` is a fan-out job; a
+    continuation of one carries ``cursor`` and ``next_chunk``."""
+
     job_id: str = Field(min_length=1, max_length=64)
     kind: JobKind
     trip_id: str = Field(min_length=1, max_length=64)
-    product_id: str | None = None
     participants: list[Recipient] | None = Field(default=None, max_length=1000)
     template: str | None = None  # the spec's message_type / template name, e.g. "product_update"
-    message: str | None = Field(default=None, max_length=4096)  # free-form text (inside the 24-hour window)
-    template_ref: TemplateRef | None = None  # approved template (outside the window, broadcasts)
-    image_url: str | None = Field(default=None, max_length=2048)  # proof image (a link...)
-    media_id: str | None = Field(default=None, max_length=128)  # ...or an uploaded media id
-    audience: AudienceFilter | None = None  # broadcast fan-out: the filter the estimate used
-    caption: str | None = Field(default=None, max_length=1024)
-    always_in_window: bool = False  # replies to an inbound message are inside the window by definition
     # A fan-out continuation (``outbound.fanout``): participants after ``cursor`` (participant id order) are
     # still to be read; the next chunk job is number ``next_chunk``.
     cursor: str | None = Field(default=None, max_length=64)
     next_chunk: int | None = Field(default=None, ge=0)
+
+    # STOP honoured: only the trip's active members get it (checked again right before each send).
+    needs_membership: ClassVar[bool] = False
 
     @property
     def is_fan_out(self) -> bool:
@@ -105,22 +118,123 @@ class Job(_Camel):
 
     @property
     def needs_marketing_consent(self) -> bool:
-        """A broadcast of a marketing template (or of unknown category) skips who opted out of marketing."""
-        if self.kind is not JobKind.BROADCAST:
-            return False
-        category = self.template_ref.category if self.template_ref else None
-        return category in (None, "marketing")
+        """Who opted out of marketing messages is skipped."""
+        return False
 
-    def chunk(self, participants: list[Recipient]) -> Job:
+    @property
+    def needs_open_window(self) -> bool:
+        """Nothing can be sent outside the recipient's 24-hour window: skipped there."""
+        return False
+
+    def chunk(self, participants: list[Recipient]) -> Self:
         return self.model_copy(update={"participants": participants, "cursor": None, "next_chunk": None})
 
-    def continuation(self, cursor: str | None, next_chunk: int) -> Job:
+    def continuation(self, cursor: str | None, next_chunk: int) -> Self:
         """The same fan-out job, to go on after ``cursor`` with chunk number ``next_chunk``."""
         return self.model_copy(update={"cursor": cursor, "next_chunk": next_chunk})
 
     def to_body(self) -> str:
         return sqs_safe_json(self.model_dump_json(by_alias=True, exclude_none=True))
 
-    @classmethod
-    def from_body(cls, body: str) -> Job:
-        return cls.model_validate_json(body)
+    @model_serializer(mode="wrap")
+    def _in_wire_order(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        """The fields in the order the body has always had them, whatever kind declares them."""
+        data = handler(self)
+        names = [to_camel(name) if info.by_alias else name for name in _WIRE_ORDER]
+        ordered = {name: data[name] for name in names if name in data}
+        ordered.update(data)
+        return ordered
+
+
+_WIRE_ORDER = (
+    "job_id",
+    "kind",
+    "trip_id",
+    "product_id",
+    "participants",
+    "template",
+    "message",
+    "template_ref",
+    "image_url",
+    "media_id",
+    "audience",
+    "caption",
+    "always_in_window",
+    "cursor",
+    "next_chunk",
+)
+
+
+class ProductUpdateJob(_Job):
+    """A new product, to the trip's members: the text inside their 24-hour window, the trip's window template
+    (if it has one) outside it, skipped otherwise. Queued as a fan-out."""
+
+    kind: Literal[JobKind.PRODUCT_UPDATE] = JobKind.PRODUCT_UPDATE
+    product_id: str | None = None
+    message: str = Field(max_length=4096)
+    template_ref: TemplateRef | None = None  # the trip's window template
+    always_in_window: Literal[False] = False
+
+    needs_membership: ClassVar[bool] = True
+
+    @property
+    def needs_open_window(self) -> bool:
+        """Free-form text only when the trip has no window template."""
+        return self.template_ref is None
+
+
+class AutoReplyJob(_Job):
+    """The answer to a participant's message: inside the window by definition, to whoever wrote."""
+
+    kind: Literal[JobKind.AUTO_REPLY] = JobKind.AUTO_REPLY
+    participants: list[Recipient] = Field(max_length=1000)
+    message: str = Field(max_length=4096)
+    always_in_window: Literal[True] = True
+
+
+class BroadcastJob(_Job):
+    """An approved template to the members the audience filter picks (the one the estimate counted). Queued
+    as a fan-out."""
+
+    kind: Literal[JobKind.BROADCAST] = JobKind.BROADCAST
+    template_ref: TemplateRef
+    audience: AudienceFilter
+    always_in_window: Literal[False] = False
+
+    needs_membership: ClassVar[bool] = True
+
+    @property
+    def needs_marketing_consent(self) -> bool:
+        """A marketing template (or one of unknown category) skips who opted out of marketing."""
+        return self.template_ref.category in (None, "marketing")
+
+
+class ProofJob(_Job):
+    """A proof image to the trip's owner: the image with its caption inside the window, the proof template
+    (the image as its header) outside it."""
+
+    kind: Literal[JobKind.PROOF] = JobKind.PROOF
+    participants: list[Recipient] = Field(max_length=1000)
+    image_url: str | None = Field(default=None, max_length=2048)  # a link...
+    media_id: str | None = Field(default=None, max_length=128)  # ...or an uploaded media id
+    caption: str = Field(max_length=1024)
+    template_ref: TemplateRef
+    always_in_window: Literal[False] = False
+
+    @model_validator(mode="after")
+    def _one_image(self) -> ProofJob:
+        if (self.image_url is None) == (self.media_id is None):
+            raise ValueError("a proof needs exactly one of image_url or media_id")
+        return self
+
+
+Job = Annotated[ProductUpdateJob | AutoReplyJob | BroadcastJob | ProofJob, Field(discriminator="kind")]
+"""A queue message body: one model per kind, told apart by ``kind``."""
+
+_JOB: TypeAdapter[Job] = TypeAdapter(Job, config=ConfigDict(title="Job"))
+
+
+def parse_job(body: str) -> Job:
+    """The job a queue body holds; raises ``pydantic.ValidationError`` (a ``ValueError``) if it holds none:
+    an unknown kind, a field missing, or a field its kind does not have."""
+    return _JOB.validate_json(body)

@@ -246,9 +246,12 @@ class _Contended(Exception):
 
 
 class NoRateLimit(SendLimiter):
-    """The limit lifted: every caller may send at once."""
+    """The limit lifted: every caller may send at once (until ``deadline``, epoch seconds on ``clock``)."""
 
     calls = 0
 
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+
     def acquire(self, deadline: float | None = None) -> bool:
-        return deadline is None or time.time() <= deadline
+        return deadline is None or self._clock() <= deadline

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger
 
 from jastipin.data import STORE_ERRORS, contacts, participants
 from jastipin.data.models import Contact, LogStatus, Participant, ParticipantStatus, utcnow
 from jastipin.ids import stable_id
-from jastipin.outbound.jobs import Job, JobKind, Recipient
+from jastipin.outbound.jobs import Job, Recipient
 from jastipin.outbound.outcomes import Outcome
 
 logger = Logger(child=True)
 
 WINDOW = timedelta(hours=24)
-KINDS_NEEDING_MEMBERSHIP = frozenset({JobKind.PRODUCT_UPDATE, JobKind.BROADCAST})
 
 MAX_USER_ID_MOVES = 3  # a user id replaced again while a chunk waited: followed this many times
 
@@ -63,37 +62,38 @@ def follow_user_id_changes(recipients: list[Recipient]) -> list[Recipient]:
 
 
 def decide(
-    job: Job, recipients: list[Recipient], attempts: dict[str, int]
+    job: Job, recipients: list[Recipient], attempts: dict[str, int], now: Callable[[], datetime] = utcnow
 ) -> tuple[list[Outcome], list[Recipient], set[str]]:
     """Skip who must not get this message (STOP honoured at send time, 24-hour window, marketing opt-out).
+    ``now`` is the time the 24-hour window is judged at (the invocation's clock).
 
     Returns the skipped outcomes (for the caller to log), the recipients to send to, and those whose 24-hour
     window is open (free-form text allowed)."""
     if not recipients:
         return [], [], set()
     memberships: dict[str, Participant] = {}
-    if job.kind in KINDS_NEEDING_MEMBERSHIP:
+    if job.needs_membership:
         memberships = participants.many(job.trip_id, (r.id for r in recipients))
     known: dict[str, Contact] = {}
     if not job.always_in_window:
         known = contacts.many(_wa_key(r) for r in recipients)
-    now = utcnow()
+    at = now()
     skipped: list[Outcome] = []
     sendable: list[Recipient] = []
     window_open: set[str] = set()
     for r in recipients:
         contact = known.get(_wa_key(r))
         is_open = job.always_in_window or bool(
-            contact and contact.last_inbound_at and now - contact.last_inbound_at < WINDOW
+            contact and contact.last_inbound_at and at - contact.last_inbound_at < WINDOW
         )
         reason = None
-        if job.kind in KINDS_NEEDING_MEMBERSHIP:
+        if job.needs_membership:
             membership = memberships.get(r.id)
             if membership is None or membership.status != ParticipantStatus.ACTIVE.value:
                 reason = "unsubscribed"
         if reason is None and job.needs_marketing_consent and contact and contact.marketing_opt_out:
             reason = "marketing_opt_out"
-        if reason is None and needs_open_window(job) and not is_open and job.template_ref is None:
+        if reason is None and job.needs_open_window and not is_open:
             reason = "window_closed"
         if reason:
             skipped.append(Outcome(r, LogStatus.SKIPPED, attempts.get(r.id, 0), reason=reason))
@@ -102,10 +102,6 @@ def decide(
             if is_open:
                 window_open.add(r.id)
     return skipped, sendable, window_open
-
-
-def needs_open_window(job: Job) -> bool:
-    return job.message is not None and not job.always_in_window and job.kind is not JobKind.BROADCAST
 
 
 MEMBERSHIP_REFRESH_SECONDS = 1.0  # STOP honoured at send time: memberships re-read at most this often
