@@ -159,7 +159,7 @@ spec = importlib.util.spec_from_file_location("app", sys.argv[1] + "/functions/w
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 imported = time.perf_counter() - t
-module.services().intake  # what the first POST imports and builds (boto3 clients, the queue)
+module.this().intake  # what the first POST imports and builds (boto3 clients, the queue)
 print(imported, time.perf_counter() - t)
 """
 
@@ -167,9 +167,9 @@ print(imported, time.perf_counter() - t)
 def cold_imports(runs: int) -> tuple[float, float, float]:
     """Medians over fresh interpreters: bare ``import boto3``; the webhook module's import; that import plus
     what its first request imports and builds."""
-    from jastipin.settings import SECRET_NAMES, Settings
+    from jastipin.settings import SECRET_NAMES, WebhookSettings
 
-    required = [name for name, field in Settings.model_fields.items() if field.is_required()]
+    required = [name for name, field in WebhookSettings.model_fields.items() if field.is_required()]
     env_names = " ".join(name.upper() for name in [*required, *SECRET_NAMES])
     boto3_samples, module_samples, first_request_samples = [], [], []
     for _ in range(runs):

@@ -24,10 +24,12 @@ def load_event(name: str) -> dict:
 
 
 def settings_env(stack, **overrides: str) -> dict[str, str]:
-    """The env vars a function gets from the template, plus local secrets: what Settings() reads."""
+    """The env vars the functions get from the template, plus local secrets: what each one's settings read."""
     from localrun.project import LOCAL_SECRETS
 
-    env = dict(stack.functions()["SenderFunction"].environment)
+    env: dict[str, str] = {}
+    for function in stack.functions().values():  # each function's own; the handlers share one process
+        env.update(function.environment)
     env.update(LOCAL_SECRETS)
     env["SECRETS_SSM_PREFIX"] = ""
     env.update(overrides)

@@ -152,7 +152,8 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
     ):
         stack = LocalStack(ROOT / "template.yaml", endpoint_url=None, region=REGION).create()  # type: ignore[arg-type]
         specs = stack.functions()
-        os.environ.update(specs["SenderFunction"].environment)
+        for spec in specs.values():  # the four handlers share this process: each reads its own
+            os.environ.update(spec.environment)
         os.environ.update(LOCAL_SECRETS)
         os.environ.update(
             SECRETS_SSM_PREFIX="", WA_API_BASE_URL=sandbox.url, WA_PHONE_NUMBER_ID="000000000000000"

@@ -40,17 +40,25 @@ from jastipin.operations.views import (
     RedriveResult,
     TripOutcomes,
 )
-from jastipin.runtime import services
+from jastipin.runtime import Services, services
+from jastipin.settings import AdminSettings
 
 logger = Logger()
+
+
+def this() -> Services[AdminSettings]:
+    """This function's services: its settings are ``AdminSettings``."""
+    return services(AdminSettings)
+
+
 tracer = Tracer()
 app = api_resolver()
 app.configure_openapi(**OPENAPI)
 PAGE_ROUTE = "GET /admin/queues"
 api = Guarded(
     app,
-    token=lambda: services().settings.secret("admin_token"),
-    max_body_bytes=lambda: services().settings.max_body_bytes,
+    token=lambda: this().settings.secret("admin_token"),
+    max_body_bytes=lambda: this().settings.max_body_bytes,
     open_routes=[PAGE_ROUTE],  # the page holds no data: it asks for the token and calls the API
 )
 observability.init_sentry()  # only when SENTRY_DSN is set
@@ -116,7 +124,7 @@ def page() -> Response[str]:
 )
 @tracer.capture_method(capture_response=False)
 def queues() -> Response[QueuesView]:
-    stats = services().queue_admin.stats()
+    stats = this().queue_admin.stats()
     return Response(200, "application/json", QueuesView(queues=stats), headers={**NO_STORE})
 
 
@@ -135,7 +143,7 @@ def dlq_messages(
     queue: QueueParam,
     limit: Annotated[int | Literal[""], Query(description=DLQ_LIMIT)] = 50,
 ) -> Response[DlqListing]:
-    listing = services().queue_admin.list_dlq(queue, limit if isinstance(limit, int) else 50)
+    listing = this().queue_admin.list_dlq(queue, limit if isinstance(limit, int) else 50)
     return Response(200, "application/json", listing, headers={**NO_STORE})
 
 
@@ -153,7 +161,7 @@ def dlq_messages(
 )
 @tracer.capture_method(capture_response=False)
 def redrive(queue: QueueParam, request: Annotated[RedriveRequest, Body()]) -> RedriveResult:
-    result = services().queue_admin.redrive(queue, request, time_left)
+    result = this().queue_admin.redrive(queue, request, time_left)
     logger.info(
         "DLQ redriven",
         extra={"queue": result.queue, "all": request.all, "moved": result.moved, "done": result.done},
@@ -195,7 +203,7 @@ def purge_queue(queue: QueueParam, request: Annotated[PurgeRequest, Body()]) -> 
 
 
 def _purge(queue: str, target: Literal["queue", "dlq"], request: PurgeRequest) -> PurgeResult:
-    result = services().queue_admin.purge(queue, target, request, time_left)
+    result = this().queue_admin.purge(queue, target, request, time_left)
     logger.warning(
         "queue purged",
         extra={"queue": result.queue, "target": target, "deleted": result.deleted, "done": result.done},
@@ -219,7 +227,7 @@ def trip_outcomes(
     limit: Annotated[int | Literal[""], Query(description=OUTCOMES_LIMIT)] = 50,
     status: Annotated[OutcomeStatus, Query(description="only entries of this status (empty: any)")] = "",
 ) -> Response[TripOutcomes]:
-    services()  # binds the tables
+    this()  # binds the tables
     limit = limit if isinstance(limit, int) else 50
     result = recent_outcomes(tripId, limit=limit, status=status or None, time_left=time_left)
     return Response(200, "application/json", result, headers={**NO_STORE})

@@ -17,16 +17,24 @@ from jastipin import audience, broadcasts, ledger, proofs, trips, views
 from jastipin.http import Guarded, api_resolver, validate
 from jastipin.openapi import BODY_ERRORS, OPENAPI, TRIP_ID, answers, openapi_json
 from jastipin.operations import observability
-from jastipin.runtime import services
+from jastipin.runtime import Services, services
+from jastipin.settings import EnqueueSettings
 
 logger = Logger()
+
+
+def this() -> Services[EnqueueSettings]:
+    """This function's services: its settings are ``EnqueueSettings``."""
+    return services(EnqueueSettings)
+
+
 tracer = Tracer()
 app = api_resolver()
 app.configure_openapi(**OPENAPI)
 api = Guarded(
     app,
-    token=lambda: services().settings.secret("api_token"),
-    max_body_bytes=lambda: services().settings.max_body_bytes,
+    token=lambda: this().settings.secret("api_token"),
+    max_body_bytes=lambda: this().settings.max_body_bytes,
 )
 observability.init_sentry()  # only when SENTRY_DSN is set
 
@@ -53,7 +61,7 @@ TEMPLATE = (
 )
 @tracer.capture_method(capture_response=False)
 def create_trip(request: Annotated[trips.CreateTripRequest, Body()]) -> views.TripView:
-    trip = trips.create_trip(request, services().settings)
+    trip = trips.create_trip(request, this().settings)
     logger.info("trip created", extra={"trip_id": trip.trip_id})
     return views.TripView.model_validate(trips.trip_view(trip))
 
@@ -74,7 +82,7 @@ def upload_product(
     tripId: TripId,  # noqa: N803 - the path parameter's name in template.yaml
     request: Annotated[trips.NewProductRequest, Body()],
 ) -> views.ProductQueued:
-    svc = services()
+    svc = this()
     product, job = trips.upload_product(tripId, request, svc.queues, svc.settings)
     logger.info("product queued", extra={"trip_id": product.trip_id, "job_id": job.job_id})
     return views.ProductQueued(
@@ -102,7 +110,7 @@ def estimate_broadcast(
     query = validate(
         broadcasts.EstimateQuery, {"template": template, "active_within_days": active_within_days}
     )
-    return views.Estimate.model_validate(broadcasts.estimate(tripId, query, services().settings).view())
+    return views.Estimate.model_validate(broadcasts.estimate(tripId, query, this().settings).view())
 
 
 @app.post(
@@ -138,7 +146,7 @@ def create_broadcast(
     tripId: TripId,  # noqa: N803
     request: Annotated[broadcasts.BroadcastRequest, Body()],
 ) -> Response[views.Broadcast | views.DryRunEstimate]:
-    svc = services()
+    svc = this()
     result = broadcasts.submit(tripId, request, svc.settings, svc.queues)
     if request.dry_run:
         return Response(200, "application/json", views.DryRunEstimate.model_validate(result))
@@ -176,7 +184,7 @@ def submit_proof(
     tripId: TripId,  # noqa: N803
     request: Annotated[proofs.ProofRequest, Body()],
 ) -> views.ProofQueued:
-    svc = services()
+    svc = this()
     job = proofs.submit(tripId, request, svc.settings, svc.queues)
     logger.info("proof queued", extra={"trip_id": job.trip_id, "job_id": job.job_id})
     return views.ProofQueued(job_id=job.job_id, trip_id=job.trip_id, status="queued")
@@ -192,7 +200,7 @@ def submit_proof(
 )
 @tracer.capture_method(capture_response=False)
 def trip_ledger(tripId: TripId) -> views.Ledger:  # noqa: N803
-    return views.Ledger.model_validate(ledger.trip_ledger(tripId, services().settings))
+    return views.Ledger.model_validate(ledger.trip_ledger(tripId, this().settings))
 
 
 @app.get("/api/openapi.json", include_in_schema=False, enable_validation=False)

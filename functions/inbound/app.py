@@ -18,9 +18,17 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from jastipin.inbound.queued import QueuedStatus, read_queued
 from jastipin.operations import observability
-from jastipin.runtime import services
+from jastipin.runtime import Services, services
+from jastipin.settings import InboundSettings
 
 logger = Logger()
+
+
+def this() -> Services[InboundSettings]:
+    """This function's services: its settings are ``InboundSettings``."""
+    return services(InboundSettings)
+
+
 processor = BatchProcessor(event_type=EventType.SQS)
 observability.init_sentry()  # only when SENTRY_DSN is set
 
@@ -39,9 +47,9 @@ def record_handler(record: SQSRecord) -> None:
         raise UnreadableInbound(f"queue message {record.message_id} is not an inbound message") from None
     try:
         if isinstance(work, QueuedStatus):
-            services().inbound.apply(work)
+            this().inbound.apply(work)
         else:
-            services().inbound.handle(work)
+            this().inbound.handle(work)
     except IdempotencyAlreadyInProgressError:
         # Another instance is handling this very message: the record comes back after the visibility timeout
         # and then finds it done.
@@ -55,7 +63,7 @@ def record_handler(record: SQSRecord) -> None:
 @logger.inject_lambda_context(log_event=False)
 @observability.report_errors
 def handler(event: dict, context: LambdaContext) -> PartialItemFailureResponse:
-    services().inbound.register_context(context)
+    this().inbound.register_context(context)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -20,9 +20,17 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from jastipin.operations import observability
 from jastipin.outbound.delivery import Deadline
 from jastipin.outbound.jobs import Job, parse_job
-from jastipin.runtime import services
+from jastipin.runtime import Services, services
+from jastipin.settings import SenderSettings
 
 logger = Logger()
+
+
+def this() -> Services[SenderSettings]:
+    """This function's services: its settings are ``SenderSettings``."""
+    return services(SenderSettings)
+
+
 tracer = Tracer()
 metrics = Metrics()
 standard_processor = BatchProcessor(event_type=EventType.SQS)
@@ -55,7 +63,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
 
 
 def _process(job: Job, lambda_context: LambdaContext | None) -> None:
-    sender = services().sender
+    sender = this().sender
     deadline = Deadline(lambda_context.get_remaining_time_in_millis if lambda_context else None)
     if job.is_fan_out:
         sender.fan_out(job, deadline)  # hands over to a continuation before the deadline

@@ -24,9 +24,17 @@ from pydantic import ValidationError
 from jastipin.http import HttpError, install_error_handlers, json_response, raw_body
 from jastipin.inbound.payload import WebhookPayload, signature_valid
 from jastipin.operations import observability
-from jastipin.runtime import services
+from jastipin.runtime import Services, services
+from jastipin.settings import WebhookSettings
 
 logger = Logger()
+
+
+def this() -> Services[WebhookSettings]:
+    """This function's services: its settings are ``WebhookSettings``."""
+    return services(WebhookSettings)
+
+
 app = APIGatewayHttpResolver()
 install_error_handlers(app)
 observability.init_sentry()  # only when SENTRY_DSN is set
@@ -46,7 +54,7 @@ def unavailable(exc: Exception) -> Response:
 @app.get(WEBHOOK_PATH)
 def verify():
     params = app.current_event.query_string_parameters or {}
-    expected = services().settings.secret("wa_verify_token")
+    expected = this().settings.secret("wa_verify_token")
     mode, token, challenge = (
         params.get("hub.mode"),
         params.get("hub.verify_token") or "",
@@ -61,7 +69,7 @@ def verify():
 
 @app.post(WEBHOOK_PATH)
 def receive():
-    svc = services()
+    svc = this()
     body = raw_body(app.current_event.raw_event, svc.settings.max_body_bytes * 4)
     header = app.current_event.headers.get("x-hub-signature-256")
     if not header:

@@ -36,7 +36,12 @@ def dynalite_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     try:
         stack = LocalStack(ROOT / "template.yaml", endpoint_url=dynamodb.url, region=REGION).create_tables()
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.url)
-        env = stack.template["Globals"]["Function"]["Environment"]["Variables"]
+        env = {  # every function's variables (each names its own tables)
+            name: value
+            for resource in stack.template["Resources"].values()
+            if resource["Type"] == "AWS::Serverless::Function"
+            for name, value in resource["Properties"]["Environment"]["Variables"].items()
+        }
         saved = {model: model.Meta.table_name for model in ALL_MODELS.values()}
         for field, model in ALL_MODELS.items():
             model.Meta.table_name = stack.tables[env[field.upper()]["Ref"]]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from jastipin.settings import FUNCTION_SETTINGS, SECRET_NAMES
 from localrun.cfn_yaml import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,40 +47,33 @@ EXPECTED_ROUTES = {
 }
 MAIN_QUEUES = {"NotificationsQueue", "BroadcastQueue", "ProofNotifyQueue"}  # the sender's job queues
 QUEUES_WITH_DLQ = MAIN_QUEUES | {"InboundQueue"}  # plus the webhook's inbound messages
-EXPECTED_ENV = {
-    "TRIPS_TABLE",
-    "PARTICIPANTS_TABLE",
-    "CONTACTS_TABLE",
-    "PRODUCTS_TABLE",
-    "NOTIFICATIONS_LOG_TABLE",
-    "IDEMPOTENCY_TABLE",
-    "RATE_LIMIT_TABLE",
-    "BROADCASTS_TABLE",
-    "JOBS_TABLE",
-    "AUDIENCE_TABLE",
-    "NOTIFICATIONS_QUEUE_URL",
-    "BROADCAST_QUEUE_URL",
-    "PROOF_NOTIFY_QUEUE_URL",
-    "INBOUND_QUEUE_URL",
-    "AWS_ENDPOINT_URL",
-    "NOTIFICATIONS_DLQ_URL",
-    "BROADCAST_DLQ_URL",
-    "PROOF_NOTIFY_DLQ_URL",
-    "INBOUND_DLQ_URL",
-    "WA_API_BASE_URL",
-    "WA_API_VERSION",
-    "WA_PHONE_NUMBER_ID",
+GLOBAL_ENV = {
     "SECRETS_SSM_PREFIX",
-    "RATE_LIMIT_PER_SECOND",
-    "LOG_TTL_DAYS",
-    "MESSAGE_RATE_RUPIAH",
-    "RATE_RUPIAH_JSON",
-    "TEMPLATES_JSON",
-    "SEND_CONCURRENCY",
     "SENTRY_DSN",
+    "AWS_ENDPOINT_URL",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
+}
+# Read by the SDKs and Powertools, not by the functions' settings.
+NOT_SETTINGS = {
+    "AWS_ENDPOINT_URL",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+}
+# A table a function's settings name is a table its policies open (Read or Crud), and the other way round.
+TABLE_OF_VARIABLE = {
+    "TRIPS_TABLE": "TripsTable",
+    "PRODUCTS_TABLE": "ProductsTable",
+    "PARTICIPANTS_TABLE": "ParticipantsTable",
+    "CONTACTS_TABLE": "ContactsTable",
+    "NOTIFICATIONS_LOG_TABLE": "NotificationsLogTable",
+    "IDEMPOTENCY_TABLE": "IdempotencyTable",
+    "RATE_LIMIT_TABLE": "RateLimitTable",
+    "BROADCASTS_TABLE": "BroadcastsTable",
+    "JOBS_TABLE": "JobsTable",
+    "AUDIENCE_TABLE": "AudienceTable",
 }
 # SAM policy templates the functions may use; anything else (inline statements, managed ARNs) is a finding.
 ALLOWED_POLICY_TEMPLATES = {
@@ -318,7 +312,8 @@ def test_admin_function_has_least_privilege(resources: dict[str, Any]) -> None:
     assert granted["SSMParameterWithSlashPrefixReadPolicy"] == {
         json.dumps({"Fn::Sub": "${SecretsSsmPrefix}/admin_token"})
     }
-    assert "Environment" not in props  # secrets are read one by one as requests need them
+    # no secret in its environment: secrets are read one by one as requests need them
+    assert not {name.upper() for name in SECRET_NAMES} & set(props["Environment"]["Variables"])
 
 
 def test_every_route_exists_with_the_right_function(resources: dict[str, Any]) -> None:
@@ -373,15 +368,48 @@ def test_sam_makes_the_function_url_public_and_invokable(template: dict[str, Any
     assert grants == {("lambda:InvokeFunctionUrl", "NONE", None), ("lambda:InvokeFunction", None, True)}
 
 
+def settings_variables(kind: type) -> tuple[set[str], set[str]]:
+    """The env vars a settings class reads, and those of them it cannot do without."""
+    names, required = set(), set()
+    for name, field in kind.model_fields.items():
+        alias = field.validation_alias if isinstance(field.validation_alias, str) else name
+        names.add(alias.upper())
+        if field.is_required():
+            required.add(alias.upper())
+    return names, required
+
+
 def test_globals_env_vars_are_exact_and_locally_resolvable(template: dict[str, Any]) -> None:
     env = template["Globals"]["Function"]["Environment"]["Variables"]
-    assert set(env) == EXPECTED_ENV
+    assert set(env) == GLOBAL_ENV  # what every function reads, or the SDKs and Powertools do
     known = set(template["Resources"]) | set(template["Parameters"])
-    for name, value in env.items():
-        if isinstance(value, str):
-            continue
-        assert isinstance(value, dict) and set(value) <= {"Ref", "Fn::GetAtt"}, f"{name}: {value}"
-        assert ref_target(value) in known, f"{name}: {value}"
+    functions = of_type(template["Resources"], "AWS::Serverless::Function")
+    for variables in [env, *(f["Properties"]["Environment"]["Variables"] for f in functions.values())]:
+        for name, value in variables.items():
+            if isinstance(value, str):
+                continue
+            assert isinstance(value, dict) and set(value) <= {"Ref", "Fn::GetAtt"}, f"{name}: {value}"
+            assert ref_target(value) in known, f"{name}: {value}"
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTION_SETTINGS))
+def test_each_function_gets_exactly_the_variables_its_settings_read(
+    template: dict[str, Any], function: str
+) -> None:
+    functions = of_type(template["Resources"], "AWS::Serverless::Function")
+    given = set(template["Globals"]["Function"]["Environment"]["Variables"]) | set(
+        functions[function]["Properties"]["Environment"]["Variables"]
+    )
+    reads, needs = settings_variables(FUNCTION_SETTINGS[function])
+    assert given - NOT_SETTINGS <= reads, f"{function} is given what it does not read"
+    assert needs <= given, f"{function} is not given what it needs"
+    tables = {TABLE_OF_VARIABLE[name] for name in given if name in TABLE_OF_VARIABLE}
+    opened = {
+        next(iter(policy.values()))["TableName"]["Ref"]
+        for policy in functions[function]["Properties"]["Policies"]
+        if isinstance(policy, dict) and next(iter(policy)) in ("DynamoDBCrudPolicy", "DynamoDBReadPolicy")
+    }
+    assert tables == opened, f"{function}: the tables its settings name are the tables its policies open"
 
 
 def test_dashboard_body_is_valid_json(resources: dict[str, Any]) -> None:

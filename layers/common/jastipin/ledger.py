@@ -27,7 +27,7 @@ from jastipin import broadcasts
 from jastipin.data import broadcasts as broadcast_records
 from jastipin.data.models import Broadcast, LogStatus, NotificationLog, utcnow
 from jastipin.data.notifications_log import trip_log
-from jastipin.settings import Settings
+from jastipin.settings import EnqueueSettings
 from jastipin.templates import rate_rupiah, rates
 from jastipin.trips import get_trip
 
@@ -86,7 +86,9 @@ def log_tallies(trip_id: str) -> dict[str, Tally]:
     return tallies
 
 
-def _outcome(observed: dict[str, Any], settings: Settings, source: str, as_of: str | None) -> dict[str, Any]:
+def _outcome(
+    observed: dict[str, Any], settings: EnqueueSettings, source: str, as_of: str | None
+) -> dict[str, Any]:
     statuses = observed["statuses"]
     billed = {
         category: {"messages": n, "rupiah": n * rate_rupiah(settings, category)}
@@ -117,7 +119,7 @@ def _remember(record: Broadcast, tally: Tally) -> None:
     broadcast_records.remember_observed(record, observed, tally.entries, utcnow())
 
 
-def trip_ledger(trip_id: str, settings: Settings) -> dict[str, Any]:
+def trip_ledger(trip_id: str, settings: EnqueueSettings) -> dict[str, Any]:
     trip = get_trip(trip_id)
     tallies = log_tallies(trip.trip_id)
     now = utcnow().isoformat()

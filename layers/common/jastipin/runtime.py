@@ -1,13 +1,25 @@
-"""Per-container singletons: settings, AWS clients, the WhatsApp client. Created once, reused by every
-invocation (cold start is measured; import what a handler needs)."""
+"""Per-container singletons: a function's settings, AWS clients, the WhatsApp client, the domain's services.
+Created once, reused by every invocation (cold start is measured; import what a handler needs).
+
+A function names its settings (``services(SenderSettings)``); a service it asks for that needs settings it
+does not read is a ``TypeError`` naming both, not a half-configured object."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from jastipin.settings import Settings, get_settings
+from jastipin.settings import (
+    AdminSettings,
+    Common,
+    InboundQueueUrl,
+    InboundSettings,
+    ReplyQueue,
+    SenderSettings,
+    Settings,
+    get_settings,
+)
 
 if TYPE_CHECKING:
     from jastipin.inbound.intake import WebhookIntake
@@ -18,10 +30,20 @@ if TYPE_CHECKING:
     from jastipin.outbound.rate_limit import SendLimiter
     from jastipin.outbound.whatsapp import WhatsAppClient
 
+S = TypeVar("S", bound=Common)
+T = TypeVar("T")
+
 
 @dataclass
-class Services:
-    settings: Settings
+class Services(Generic[S]):
+    settings: S
+
+    def need(self, kind: type[T]) -> T:
+        """This function's settings as ``kind``: a service built from settings the function does not read is
+        a mistake of wiring, found at its first use."""
+        if not isinstance(self.settings, kind):
+            raise TypeError(f"{type(self.settings).__name__} does not read {kind.__name__}")
+        return self.settings
 
     @cached_property
     def sqs(self) -> Any:
@@ -39,32 +61,32 @@ class Services:
     def queues(self) -> JobQueues:
         from jastipin.outbound.queues import JobQueues
 
-        return JobQueues(self.sqs, self.settings)
+        return JobQueues(self.sqs, self.need(ReplyQueue))
 
     @cached_property
     def inbound(self) -> InboundProcessor:
         from jastipin.inbound.processor import InboundProcessor
 
-        s = self.settings
+        s = self.need(InboundSettings)
         return InboundProcessor(self.queues, s.idempotency_table, self.dynamodb, s.log_ttl_days)
 
     @cached_property
     def intake(self) -> WebhookIntake:
         from jastipin.inbound.intake import WebhookIntake
 
-        return WebhookIntake(self.sqs, self.settings.inbound_queue_url)
+        return WebhookIntake(self.sqs, self.need(InboundQueueUrl).inbound_queue_url)
 
     @cached_property
     def sender(self) -> Sender:
         from jastipin.outbound.delivery import Sender
 
-        return Sender(self.settings, self.queues, self.whatsapp, self.rate_limiter)
+        return Sender(self.need(SenderSettings), self.queues, self.whatsapp, self.rate_limiter)
 
     @cached_property
     def rate_limiter(self) -> SendLimiter:  # one limit across every sender instance and queue
         from jastipin.outbound.rate_limit import GlobalRateLimiter, NoRateLimit
 
-        s = self.settings
+        s = self.need(SenderSettings)
         if s.rate_limit_per_second == 0:
             return NoRateLimit()
         return GlobalRateLimiter(
@@ -75,13 +97,13 @@ class Services:
     def queue_admin(self) -> QueueAdmin:
         from jastipin.operations.dlq import QueueAdmin
 
-        return QueueAdmin(self.sqs, self.settings)
+        return QueueAdmin(self.sqs, self.need(AdminSettings))
 
     @cached_property
     def whatsapp(self) -> WhatsAppClient:
         from jastipin.outbound.whatsapp import WhatsAppClient
 
-        s = self.settings
+        s = self.need(SenderSettings)
         return WhatsAppClient(
             base_url=s.wa_api_base_url,
             version=s.wa_api_version,
@@ -92,10 +114,12 @@ class Services:
         )
 
 
-@lru_cache(maxsize=1)
-def services() -> Services:
+@lru_cache(maxsize=8)
+def services(kind: type[Common] = Settings) -> Services[Any]:
+    """The services of a function reading ``kind`` (its settings class); the tables it names are bound. A
+    handler wraps it to say its type (``def svc() -> Services[SenderSettings]``)."""
     from jastipin.data.models import bind_tables
 
-    settings = get_settings()
+    settings = get_settings(kind)
     bind_tables(settings)
     return Services(settings)

@@ -1,7 +1,14 @@
-"""Configuration: one pydantic-settings model read from the environment once per process.
+"""Configuration, per function: each function reads only the environment it needs.
+
+Every setting lives in one small group (a table's name, the job queues' URLs, the WhatsApp API, the HTTP
+edge's limits, ...). A function's settings are the groups it uses (``EnqueueSettings``, ``WebhookSettings``,
+``InboundSettings``, ``SenderSettings``, ``AdminSettings``): what it needs is required, what it does not use
+it does not read. ``template.yaml`` gives each function exactly those variables (its tables are those its
+IAM policies open; ``tests/unit/test_template.py`` checks both ways). ``Settings`` holds every group, for
+tools, tests and the local runtime, never for a function.
 
 Secrets (WhatsApp token, app secret, verify token, API tokens) come from env vars locally and from SSM
-SecureString parameters under ``SECRETS_SSM_PREFIX`` on AWS, each read on first use (see ``Settings.secret``):
+SecureString parameters under ``SECRETS_SSM_PREFIX`` on AWS, each read on first use (see ``Common.secret``):
 importing a handler or reading the settings never touches the network.
 """
 
@@ -9,7 +16,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,49 +26,118 @@ from jastipin.templates import RATE_CATEGORIES, TemplateSpec
 SECRET_NAMES = ("wa_access_token", "wa_app_secret", "wa_verify_token", "api_token", "admin_token")
 
 
-class Settings(BaseSettings):
-    """Every knob of the system; env var name = field name in upper case."""
+class _Env(BaseSettings):
+    """Env var name = field name in upper case; variables of other groups are not this one's business."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
+
+class Common(_Env):
+    """What every function reads."""
+
+    secrets_ssm_prefix: str = ""
+    sentry_dsn: str = ""
+
+    def secret(self, name: str) -> str:
+        """The secret's value: from its env var when set, else (on AWS) from SSM on first use.
+
+        Nothing is fetched while a handler module is imported or settings are read: a function asks SSM only
+        for the secrets its code path uses, once per ``SECRET_MAX_AGE_SECONDS`` (Powertools' cache), so a
+        rotated value is picked up within that time without a deploy. A secret of another function is an
+        error, not an empty value."""
+        if name not in SECRET_NAMES:
+            raise ValueError(f"unknown secret {name!r}")
+        if name not in type(self).model_fields:
+            raise ValueError(f"secret {name!r} is not one of {type(self).__name__}'s")
+        value = getattr(self, name)
+        if value is not None:
+            return str(value.get_secret_value())
+        if self.secrets_ssm_prefix:
+            return fetch_ssm_secret(f"{self.secrets_ssm_prefix.rstrip('/')}/{name}")
+        raise RuntimeError(f"secret {name.upper()} is not configured (env var or SECRETS_SSM_PREFIX)")
+
+
+# ------------------------------------------------------------------------------------------------ tables
+class TripTables(_Env):
     trips_table: str
-    participants_table: str
-    contacts_table: str
     products_table: str
-    notifications_log_table: str
-    idempotency_table: str
-    rate_limit_table: str
-    broadcasts_table: str
-    jobs_table: str
+
+
+class ParticipantsTable(_Env):
+    participants_table: str
+
+
+class ContactsTable(_Env):
+    contacts_table: str
+
+
+class AudienceTable(_Env):
     audience_table: str  # kept broadcast-audience counts (jastipin.audience_counts)
 
-    notifications_queue_url: str
+
+class LogTable(_Env):
+    notifications_log_table: str
+
+
+class LogRetention(_Env):
+    log_ttl_days: float = Field(default=3, gt=0)
+
+
+class BroadcastsTable(_Env):
+    broadcasts_table: str
+
+
+class IdempotencyTable(_Env):
+    idempotency_table: str
+
+
+class RateLimitTable(_Env):
+    rate_limit_table: str
+
+
+class JobsTable(_Env):
+    jobs_table: str  # fan-out progress
+
+
+# ------------------------------------------------------------------------------------------------ queues
+class ReplyQueue(_Env):
+    notifications_queue_url: str  # replies to participants go with the product updates
+
+
+class JobQueueUrls(ReplyQueue):
     broadcast_queue_url: str
     proof_notify_queue_url: str
-    inbound_queue_url: str = ""  # the webhook queues inbound messages here (only it needs the URL)
-    # The DLQs: read by the admin API only (so not required of every function).
-    notifications_dlq_url: str = ""
-    broadcast_dlq_url: str = ""
-    proof_notify_dlq_url: str = ""
-    inbound_dlq_url: str = ""
 
+
+class InboundQueueUrl(_Env):
+    inbound_queue_url: str  # the webhook queues inbound messages and statuses here
+
+
+class DlqUrls(_Env):
+    notifications_dlq_url: str
+    broadcast_dlq_url: str
+    proof_notify_dlq_url: str
+    inbound_dlq_url: str
+
+
+# -------------------------------------------------------------------------------------------- the rest
+class WhatsAppApi(_Env):
     wa_api_base_url: str = "https://graph.facebook.com"
     wa_api_version: str = "v23.0"
     wa_phone_number_id: str
     wa_timeout_seconds: float = Field(default=10.0, gt=0)
-
-    # Secrets: env vars locally; on AWS read from SSM (<prefix>/<name>) on first use, see ``secret``.
-    secrets_ssm_prefix: str = ""
     wa_access_token: SecretStr | None = None
-    wa_app_secret: SecretStr | None = None
-    wa_verify_token: SecretStr | None = None
-    api_token: SecretStr | None = None
-    admin_token: SecretStr | None = None
 
+
+class Sending(_Env):
     rate_limit_per_second: float = Field(default=10, ge=0)  # 0: limit lifted (benchmarks only)
     send_concurrency: int = Field(default=8, ge=1, le=64)
     chunk_size: int = Field(default=100, ge=1, le=1000)
-    log_ttl_days: float = Field(default=3, gt=0)
+
+
+class Pricing(_Env):
+    """The template registry and the rupiah rates (``jastipin.templates``)."""
+
     message_rate_rupiah: int = Field(default=35, ge=0)  # every paid template category, unless set below
     # RATE_RUPIAH_JSON: rupiah per message by pricing category, e.g. {"utility": 20, "service": 0}.
     rates_rupiah: Annotated[dict[str, int], NoDecode] = Field(
@@ -71,8 +147,6 @@ class Settings(BaseSettings):
     templates: Annotated[tuple[TemplateSpec, ...], NoDecode] = Field(
         default=(), validation_alias="templates_json"
     )
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    sentry_dsn: str = ""
 
     @field_validator("rates_rupiah", "templates", mode="before")
     @classmethod
@@ -94,21 +168,96 @@ class Settings(BaseSettings):
             raise ValueError("rates must not be negative")
         return value
 
-    def secret(self, name: str) -> str:
-        """The secret's value: from its env var when set, else (on AWS) from SSM on first use.
 
-        Nothing is fetched while a handler module is imported or settings are read: a function asks SSM only
-        for the secrets its code path uses, once per ``SECRET_MAX_AGE_SECONDS`` (Powertools' cache), so a
-        rotated value is picked up within that time without a deploy."""
-        if name not in SECRET_NAMES:
-            raise ValueError(f"unknown secret {name!r}")
-        value = getattr(self, name)
-        if value is not None:
-            return str(value.get_secret_value())
-        if self.secrets_ssm_prefix:
-            return fetch_ssm_secret(f"{self.secrets_ssm_prefix.rstrip('/')}/{name}")
-        raise RuntimeError(f"secret {name.upper()} is not configured (env var or SECRETS_SSM_PREFIX)")
+class HttpEdge(_Env):
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
+
+class WebhookSecrets(_Env):
+    wa_app_secret: SecretStr | None = None
+    wa_verify_token: SecretStr | None = None
+
+
+class ApiToken(_Env):
+    api_token: SecretStr | None = None
+
+
+class AdminToken(_Env):
+    admin_token: SecretStr | None = None
+
+
+# ------------------------------------------------------------------------------------------ per function
+class EnqueueSettings(
+    Common,
+    TripTables,
+    ParticipantsTable,
+    ContactsTable,
+    AudienceTable,
+    LogTable,
+    LogRetention,
+    BroadcastsTable,
+    JobQueueUrls,
+    Pricing,
+    HttpEdge,
+    ApiToken,
+):
+    """functions/enqueue: trips, products, broadcasts and their estimate, proofs, the ledger."""
+
+
+class WebhookSettings(
+    Common, ParticipantsTable, ContactsTable, AudienceTable, InboundQueueUrl, HttpEdge, WebhookSecrets
+):
+    """functions/webhook: queues messages and statuses; applies marketing preferences at once."""
+
+
+class InboundSettings(
+    Common,
+    TripTables,
+    ParticipantsTable,
+    ContactsTable,
+    AudienceTable,
+    LogTable,
+    LogRetention,
+    IdempotencyTable,
+    ReplyQueue,
+):
+    """functions/inbound: JOIN / INFO / STOP (replies queued), statuses into the log."""
+
+
+class SenderSettings(
+    Common,
+    TripTables,
+    ParticipantsTable,
+    ContactsTable,
+    AudienceTable,
+    LogTable,
+    LogRetention,
+    RateLimitTable,
+    JobsTable,
+    JobQueueUrls,
+    WhatsAppApi,
+    Sending,
+):
+    """functions/sender: fan-outs and chunks, sent to WhatsApp under the limit, outcomes logged."""
+
+
+class AdminSettings(
+    Common, LogTable, JobsTable, JobQueueUrls, InboundQueueUrl, DlqUrls, HttpEdge, AdminToken
+):
+    """functions/admin: queue counts, DLQ listing, redrive and purge, a trip's outcomes."""
+
+
+class Settings(EnqueueSettings, WebhookSettings, InboundSettings, SenderSettings, AdminSettings):
+    """Every setting: for tools, tests and the local runtime (never read by a function)."""
+
+
+FUNCTION_SETTINGS: dict[str, type[Common]] = {
+    "EnqueueFunction": EnqueueSettings,
+    "WebhookFunction": WebhookSettings,
+    "InboundFunction": InboundSettings,
+    "SenderFunction": SenderSettings,
+    "AdminFunction": AdminSettings,
+}
 
 SECRET_MAX_AGE_SECONDS = 300
 
@@ -124,7 +273,11 @@ def fetch_ssm_secret(path: str) -> str:
     return str(value)
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Read from the environment only: no network (secrets are fetched by ``Settings.secret`` when used)."""
-    return Settings()  # type: ignore[call-arg]  # values come from the environment
+S = TypeVar("S", bound=Common)
+
+
+@lru_cache(maxsize=8)
+def get_settings(kind: type[S] = Settings) -> S:  # type: ignore[assignment]
+    """A function's settings (``kind``), read from the environment only: no network (secrets are fetched by
+    ``Common.secret`` when used)."""
+    return kind()  # values come from the environment

@@ -32,7 +32,7 @@ from pynamodb.attributes import (
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
-from jastipin.settings import Settings
+from jastipin.settings import Common, LogRetention
 
 
 def utcnow() -> datetime:
@@ -281,10 +281,14 @@ ALL_MODELS: dict[str, type[Model]] = {
 }
 
 
-def bind_tables(settings: Settings) -> None:
-    """Point every model at the table names of this deployment (idempotent)."""
+def bind_tables(settings: Common) -> None:
+    """Point the models of the tables a function reads at this deployment's names (idempotent); a function's
+    settings name only its own tables (``jastipin.settings``), the others stay unbound."""
     for field, model in ALL_MODELS.items():
-        model.Meta.table_name = getattr(settings, field)
+        name = getattr(settings, field, None)
+        if name is None:
+            continue
+        model.Meta.table_name = name
         # PynamoDB caches the connection with the table name inside; drop it so the new name takes effect.
         model._connection = None
 
@@ -304,5 +308,5 @@ def parse_log_key(value: str | None) -> tuple[str, str] | None:
     return job_id, participant_id
 
 
-def log_expiry(settings: Settings, now: datetime | None = None) -> datetime:
+def log_expiry(settings: LogRetention, now: datetime | None = None) -> datetime:
     return (now or utcnow()) + timedelta(days=settings.log_ttl_days)

@@ -38,7 +38,7 @@ from jastipin.operations.views import (
     RedriveResult,
 )
 from jastipin.outbound.jobs import QueueName, parse_job
-from jastipin.settings import Settings
+from jastipin.settings import AdminSettings
 
 SQS_BATCH = 10
 INBOUND = "inbound"  # participants' WhatsApp messages, queued by the webhook for the inbound function
@@ -159,7 +159,9 @@ class QueuePair:
 
 
 class QueueAdmin:
-    def __init__(self, sqs_client: Any, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, sqs_client: Any, settings: AdminSettings, clock: Callable[[], float] = time.time
+    ) -> None:
         self._sqs = sqs_client
         self._clock = clock
         pairs = {

@@ -29,7 +29,7 @@ from jastipin.outbound.outcomes import ChunkResult
 from jastipin.outbound.queues import JobQueues
 from jastipin.outbound.rate_limit import SendLimiter
 from jastipin.outbound.whatsapp import WhatsAppClient
-from jastipin.settings import Settings
+from jastipin.settings import SenderSettings
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -80,7 +80,7 @@ class Deadline:
 class Sender:
     def __init__(
         self,
-        settings: Settings,
+        settings: SenderSettings,
         queues: JobQueues,
         whatsapp: WhatsAppClient,
         limiter: SendLimiter,

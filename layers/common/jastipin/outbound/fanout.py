@@ -29,7 +29,7 @@ from jastipin.data import fanout_progress
 from jastipin.data.models import FanOutProgress, log_expiry
 from jastipin.outbound.jobs import BroadcastJob, Job, Recipient
 from jastipin.outbound.queues import SQS_BATCH, JobQueues
-from jastipin.settings import Settings
+from jastipin.settings import SenderSettings
 
 logger = Logger(child=True)
 metrics = Metrics()
@@ -53,7 +53,7 @@ class FanOutResult:
 
 
 class FanOut:
-    def __init__(self, settings: Settings, queues: JobQueues) -> None:
+    def __init__(self, settings: SenderSettings, queues: JobQueues) -> None:
         self.settings = settings
         self.queues = queues
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from jastipin.data import notifications_log
 from jastipin.data.models import LogStatus, log_expiry
 from jastipin.outbound.jobs import Job, Recipient
-from jastipin.settings import Settings
+from jastipin.settings import LogRetention
 
 
 @dataclass
@@ -106,7 +106,7 @@ class ChunkResult:
         return sum(1 for o in self.outcomes if o.status == status)
 
 
-def record_one(job: Job, o: Outcome, settings: Settings) -> None:
+def record_one(job: Job, o: Outcome, settings: LogRetention) -> None:
     """Record one outcome, in the calling thread (``OutcomeWriter`` runs it on the log pool)."""
     message_type, expires = job.template or job.kind.value, log_expiry(settings)
     if o.status is LogStatus.SKIPPED:
@@ -115,7 +115,7 @@ def record_one(job: Job, o: Outcome, settings: Settings) -> None:
         notifications_log.record(job.job_id, job.trip_id, message_type, _as_logged(o), expires)
 
 
-def record(job: Job, outcomes: Iterable[Outcome], settings: Settings, pool: ThreadPoolExecutor) -> None:
+def record(job: Job, outcomes: Iterable[Outcome], settings: LogRetention, pool: ThreadPoolExecutor) -> None:
     """Record outcomes (``data.notifications_log``): skips in one batch (no status can race them), the rest
     as merges with any status that arrived first, side by side on ``pool``."""
     expires = log_expiry(settings)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jastipin.outbound.jobs import QUEUE_OF_KIND, Job, QueueName
-from jastipin.settings import Settings
+from jastipin.settings import ReplyQueue
 
 SQS_BATCH = 10
 
@@ -16,16 +16,26 @@ class QueueError(RuntimeError):
 
 
 class JobQueues:
-    def __init__(self, sqs_client: Any, settings: Settings) -> None:
+    def __init__(self, sqs_client: Any, settings: ReplyQueue) -> None:
+        """The queues this function's settings name: every function that queues jobs has the notifications
+        queue (replies go there); the backend and the sender have all three (``JobQueueUrls``)."""
         self._sqs = sqs_client
         self._urls = {
             QueueName.NOTIFICATIONS: settings.notifications_queue_url,
-            QueueName.BROADCAST: settings.broadcast_queue_url,
-            QueueName.PROOF_NOTIFY: settings.proof_notify_queue_url,
+            QueueName.BROADCAST: getattr(settings, "broadcast_queue_url", ""),
+            QueueName.PROOF_NOTIFY: getattr(settings, "proof_notify_queue_url", ""),
         }
 
+    def url(self, queue: QueueName) -> str:
+        url = self._urls[queue]
+        if not url:
+            raise QueueError(
+                f"this function does not send to the {queue.value} queue (no URL in its settings)"
+            )
+        return url
+
     def is_fifo(self, queue: QueueName) -> bool:
-        return self._urls[queue].endswith(".fifo")
+        return self.url(queue).endswith(".fifo")
 
     def send(self, job: Job, *, dedup_suffix: str = "", delay_seconds: int = 0) -> None:
         self.send_many([job], dedup_suffixes=[dedup_suffix], delay_seconds=delay_seconds)
@@ -51,7 +61,7 @@ class JobQueues:
         for queue, entries in by_queue.items():
             for start in range(0, len(entries), SQS_BATCH):
                 response = self._sqs.send_message_batch(
-                    QueueUrl=self._urls[queue], Entries=entries[start : start + SQS_BATCH]
+                    QueueUrl=self.url(queue), Entries=entries[start : start + SQS_BATCH]
                 )
                 calls += 1
                 if response.get("Failed"):
