@@ -30,7 +30,7 @@ from jastipin.ids import new_id, stable_id
 from jastipin.outbound.jobs import AudienceFilter, BroadcastJob, TemplateRef
 from jastipin.outbound.queues import JobQueues
 from jastipin.safe_text import clean_line
-from jastipin.settings import Pricing
+from jastipin.settings import EnqueueSettings
 from jastipin.templates import TemplateCategory, TemplateSpec, rate_rupiah, registry
 from jastipin.trips import get_trip
 
@@ -148,7 +148,7 @@ def audience_size(trip: Trip, criteria: AudienceFilter) -> int:
 
 
 def _estimate(
-    trip: Trip, spec: TemplateSpec, criteria: AudienceFilter, days: int, settings: Pricing
+    trip: Trip, spec: TemplateSpec, criteria: AudienceFilter, days: int, settings: EnqueueSettings
 ) -> Estimate:
     return Estimate(
         trip_id=trip.trip_id,
@@ -161,13 +161,15 @@ def _estimate(
     )
 
 
-def estimate(trip_id: str, query: EstimateQuery, settings: Pricing) -> Estimate:
+def estimate(trip_id: str, query: EstimateQuery, settings: EnqueueSettings) -> Estimate:
     trip = get_trip(trip_id)
     spec = registry(settings).get(query.template)
     return _estimate(trip, spec, _filter(spec, query.active_within_days), query.active_within_days, settings)
 
 
-def submit(trip_id: str, request: BroadcastRequest, settings: Pricing, queues: JobQueues) -> dict[str, Any]:
+def submit(
+    trip_id: str, request: BroadcastRequest, settings: EnqueueSettings, queues: JobQueues
+) -> dict[str, Any]:
     """Dry run: the estimate. Otherwise: record the broadcast and queue its fan-out job (once per key)."""
     trip = get_trip(trip_id)
     templates = registry(settings)

@@ -4,8 +4,6 @@ error body (``Error``) and each route's documented answers (``answers``). Each f
 part; the merged document is committed as ``docs/openapi.yaml`` (``python -m localrun.openapi --write``),
 and ``tests/unit/test_openapi.py`` checks that the committed one is what the code generates."""
 
-from __future__ import annotations
-
 import json
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -29,7 +27,7 @@ ErrorCode = Literal[
 
 # ------------------------------------------------------------------------------------------ the error body
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use, not at import
 
 
 class ErrorDetail(_Strict):

@@ -24,7 +24,7 @@ from jastipin.ids import stable_id
 from jastipin.outbound.jobs import ProofJob, Recipient
 from jastipin.outbound.queues import JobQueues
 from jastipin.safe_text import CleanText
-from jastipin.settings import Pricing
+from jastipin.settings import EnqueueSettings
 from jastipin.templates import PROOF_TEMPLATE, registry
 from jastipin.trips import get_trip
 
@@ -65,7 +65,7 @@ class ProofRequest(BaseModel):
         return value
 
 
-def submit(trip_id: str, request: ProofRequest, settings: Pricing, queues: JobQueues) -> ProofJob:
+def submit(trip_id: str, request: ProofRequest, settings: EnqueueSettings, queues: JobQueues) -> ProofJob:
     if (request.image_url is None) == (request.media_id is None):
         raise Unprocessable("give exactly one of image_url or media_id", field="image_url")
     trip = get_trip(trip_id)

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from jastipin.settings import (
     AdminSettings,
     Common,
-    InboundQueueUrl,
     InboundSettings,
-    ReplyQueue,
     SenderSettings,
     Settings,
+    WebhookSettings,
     get_settings,
 )
 
@@ -61,7 +60,9 @@ class Services(Generic[S]):
     def queues(self) -> JobQueues:
         from jastipin.outbound.queues import JobQueues
 
-        return JobQueues(self.sqs, self.need(ReplyQueue))
+        if not hasattr(self.settings, "notifications_queue_url"):
+            raise TypeError(f"{type(self.settings).__name__} names no queue to send jobs to")
+        return JobQueues(self.sqs, self.settings)
 
     @cached_property
     def inbound(self) -> InboundProcessor:
@@ -74,7 +75,7 @@ class Services(Generic[S]):
     def intake(self) -> WebhookIntake:
         from jastipin.inbound.intake import WebhookIntake
 
-        return WebhookIntake(self.sqs, self.need(InboundQueueUrl).inbound_queue_url)
+        return WebhookIntake(self.sqs, self.need(WebhookSettings).inbound_queue_url)
 
     @cached_property
     def sender(self) -> Sender:

@@ -1,10 +1,11 @@
 """Configuration, per function: each function reads only the environment it needs.
 
-Every setting lives in one small group (a table's name, the job queues' URLs, the WhatsApp API, the HTTP
-edge's limits, ...). A function's settings are the groups it uses (``EnqueueSettings``, ``WebhookSettings``,
-``InboundSettings``, ``SenderSettings``, ``AdminSettings``): what it needs is required, what it does not use
-it does not read. ``template.yaml`` gives each function exactly those variables (its tables are those its
-IAM policies open; ``tests/unit/test_template.py`` checks both ways). ``Settings`` holds every group, for
+Each function has its settings class (``EnqueueSettings``, ``WebhookSettings``, ``InboundSettings``,
+``SenderSettings``, ``AdminSettings``), declaring the variables it reads: what it needs is required, what it
+does not use it does not read. They are flat classes, not mixed from groups: every class a module defines
+is created at import, on every cold start (a setting several functions read has one type here, e.g.
+``LogTtlDays``). ``template.yaml`` gives each function exactly those variables (its tables are those its IAM
+policies open; ``tests/unit/test_template.py`` checks both ways). ``Settings`` holds every setting, for
 tools, tests and the local runtime, never for a function.
 
 Secrets (WhatsApp token, app secret, verify token, API tokens) come from env vars locally and from SSM
@@ -12,11 +13,9 @@ SecureString parameters under ``SECRETS_SSM_PREFIX`` on AWS, each read on first 
 importing a handler or reading the settings never touches the network.
 """
 
-from __future__ import annotations
-
 import json
 from functools import lru_cache
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,9 +26,10 @@ SECRET_NAMES = ("wa_access_token", "wa_app_secret", "wa_verify_token", "api_toke
 
 
 class _Env(BaseSettings):
-    """Env var name = field name in upper case; variables of other groups are not this one's business."""
+    """Env var name = field name in upper case; variables of other functions are not this one's business."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    # defer_build: only the class a function reads is built (on its first read), not all of them at import
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True, defer_build=True)
 
 
 class Common(_Env):
@@ -57,87 +57,44 @@ class Common(_Env):
         raise RuntimeError(f"secret {name.upper()} is not configured (env var or SECRETS_SSM_PREFIX)")
 
 
-# ------------------------------------------------------------------------------------------------ tables
-class TripTables(_Env):
+# Shared field types: a setting read by several functions is declared in each, with one definition here.
+LogTtlDays = Annotated[float, Field(gt=0)]
+MaxBodyBytes = Annotated[int, Field(ge=1024)]
+DEFAULT_LOG_TTL_DAYS = 3.0
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+class LogRetention(Protocol):
+    """Settings that say how long the notifications log keeps an entry."""
+
+    @property
+    def log_ttl_days(self) -> float: ...
+
+
+class ReplyQueue(Protocol):
+    """Settings that name the notifications queue (every function that queues jobs: replies go there)."""
+
+    @property
+    def notifications_queue_url(self) -> str: ...
+
+
+class EnqueueSettings(Common):
+    """functions/enqueue: trips, products, broadcasts and their estimate, proofs, the ledger."""
+
     trips_table: str
     products_table: str
-
-
-class ParticipantsTable(_Env):
     participants_table: str
-
-
-class ContactsTable(_Env):
     contacts_table: str
-
-
-class AudienceTable(_Env):
     audience_table: str  # kept broadcast-audience counts (jastipin.audience_counts)
-
-
-class LogTable(_Env):
-    notifications_log_table: str
-
-
-class LogRetention(_Env):
-    log_ttl_days: float = Field(default=3, gt=0)
-
-
-class BroadcastsTable(_Env):
+    notifications_log_table: str  # the ledger reads it
     broadcasts_table: str
-
-
-class IdempotencyTable(_Env):
-    idempotency_table: str
-
-
-class RateLimitTable(_Env):
-    rate_limit_table: str
-
-
-class JobsTable(_Env):
-    jobs_table: str  # fan-out progress
-
-
-# ------------------------------------------------------------------------------------------------ queues
-class ReplyQueue(_Env):
-    notifications_queue_url: str  # replies to participants go with the product updates
-
-
-class JobQueueUrls(ReplyQueue):
+    notifications_queue_url: str
     broadcast_queue_url: str
     proof_notify_queue_url: str
-
-
-class InboundQueueUrl(_Env):
-    inbound_queue_url: str  # the webhook queues inbound messages and statuses here
-
-
-class DlqUrls(_Env):
-    notifications_dlq_url: str
-    broadcast_dlq_url: str
-    proof_notify_dlq_url: str
-    inbound_dlq_url: str
-
-
-# -------------------------------------------------------------------------------------------- the rest
-class WhatsAppApi(_Env):
-    wa_api_base_url: str = "https://graph.facebook.com"
-    wa_api_version: str = "v23.0"
-    wa_phone_number_id: str
-    wa_timeout_seconds: float = Field(default=10.0, gt=0)
-    wa_access_token: SecretStr | None = None
-
-
-class Sending(_Env):
-    rate_limit_per_second: float = Field(default=10, ge=0)  # 0: limit lifted (benchmarks only)
-    send_concurrency: int = Field(default=8, ge=1, le=64)
-    chunk_size: int = Field(default=100, ge=1, le=1000)
-
-
-class Pricing(_Env):
-    """The template registry and the rupiah rates (``jastipin.templates``)."""
-
+    log_ttl_days: LogTtlDays = DEFAULT_LOG_TTL_DAYS  # the ledger says how long the log keeps entries
+    max_body_bytes: MaxBodyBytes = DEFAULT_MAX_BODY_BYTES
+    api_token: SecretStr | None = None
+    # The template registry and the rupiah rates (jastipin.templates).
     message_rate_rupiah: int = Field(default=35, ge=0)  # every paid template category, unless set below
     # RATE_RUPIAH_JSON: rupiah per message by pricing category, e.g. {"utility": 20, "service": 0}.
     rates_rupiah: Annotated[dict[str, int], NoDecode] = Field(
@@ -169,82 +126,72 @@ class Pricing(_Env):
         return value
 
 
-class HttpEdge(_Env):
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+class WebhookSettings(Common):
+    """functions/webhook: queues messages and statuses; applies marketing preferences at once."""
 
-
-class WebhookSecrets(_Env):
+    participants_table: str
+    contacts_table: str
+    audience_table: str
+    inbound_queue_url: str
+    max_body_bytes: MaxBodyBytes = DEFAULT_MAX_BODY_BYTES
     wa_app_secret: SecretStr | None = None
     wa_verify_token: SecretStr | None = None
 
 
-class ApiToken(_Env):
-    api_token: SecretStr | None = None
-
-
-class AdminToken(_Env):
-    admin_token: SecretStr | None = None
-
-
-# ------------------------------------------------------------------------------------------ per function
-class EnqueueSettings(
-    Common,
-    TripTables,
-    ParticipantsTable,
-    ContactsTable,
-    AudienceTable,
-    LogTable,
-    LogRetention,
-    BroadcastsTable,
-    JobQueueUrls,
-    Pricing,
-    HttpEdge,
-    ApiToken,
-):
-    """functions/enqueue: trips, products, broadcasts and their estimate, proofs, the ledger."""
-
-
-class WebhookSettings(
-    Common, ParticipantsTable, ContactsTable, AudienceTable, InboundQueueUrl, HttpEdge, WebhookSecrets
-):
-    """functions/webhook: queues messages and statuses; applies marketing preferences at once."""
-
-
-class InboundSettings(
-    Common,
-    TripTables,
-    ParticipantsTable,
-    ContactsTable,
-    AudienceTable,
-    LogTable,
-    LogRetention,
-    IdempotencyTable,
-    ReplyQueue,
-):
+class InboundSettings(Common):
     """functions/inbound: JOIN / INFO / STOP (replies queued), statuses into the log."""
 
+    trips_table: str
+    products_table: str
+    participants_table: str
+    contacts_table: str
+    audience_table: str
+    notifications_log_table: str
+    idempotency_table: str
+    notifications_queue_url: str  # replies go with the product updates; no other queue
+    log_ttl_days: LogTtlDays = DEFAULT_LOG_TTL_DAYS
 
-class SenderSettings(
-    Common,
-    TripTables,
-    ParticipantsTable,
-    ContactsTable,
-    AudienceTable,
-    LogTable,
-    LogRetention,
-    RateLimitTable,
-    JobsTable,
-    JobQueueUrls,
-    WhatsAppApi,
-    Sending,
-):
+
+class SenderSettings(Common):
     """functions/sender: fan-outs and chunks, sent to WhatsApp under the limit, outcomes logged."""
 
+    trips_table: str
+    products_table: str
+    participants_table: str
+    contacts_table: str
+    audience_table: str
+    notifications_log_table: str
+    rate_limit_table: str
+    jobs_table: str  # fan-out progress
+    notifications_queue_url: str
+    broadcast_queue_url: str
+    proof_notify_queue_url: str
+    log_ttl_days: LogTtlDays = DEFAULT_LOG_TTL_DAYS
+    wa_api_base_url: str = "https://graph.facebook.com"
+    wa_api_version: str = "v23.0"
+    wa_phone_number_id: str
+    wa_timeout_seconds: float = Field(default=10.0, gt=0)
+    wa_access_token: SecretStr | None = None
+    rate_limit_per_second: float = Field(default=10, ge=0)  # 0: limit lifted (benchmarks only)
+    send_concurrency: int = Field(default=8, ge=1, le=64)
+    chunk_size: int = Field(default=100, ge=1, le=1000)
 
-class AdminSettings(
-    Common, LogTable, JobsTable, JobQueueUrls, InboundQueueUrl, DlqUrls, HttpEdge, AdminToken
-):
+
+class AdminSettings(Common):
     """functions/admin: queue counts, DLQ listing, redrive and purge, a trip's outcomes."""
+
+    notifications_log_table: str
+    jobs_table: str
+    notifications_queue_url: str
+    broadcast_queue_url: str
+    proof_notify_queue_url: str
+    inbound_queue_url: str
+    notifications_dlq_url: str
+    broadcast_dlq_url: str
+    proof_notify_dlq_url: str
+    inbound_dlq_url: str
+    max_body_bytes: MaxBodyBytes = DEFAULT_MAX_BODY_BYTES
+    admin_token: SecretStr | None = None
 
 
 class Settings(EnqueueSettings, WebhookSettings, InboundSettings, SenderSettings, AdminSettings):

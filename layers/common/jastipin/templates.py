@@ -23,7 +23,7 @@ from jastipin.errors import Unprocessable
 from jastipin.outbound.jobs import TemplateRef
 
 if TYPE_CHECKING:
-    from jastipin.settings import Pricing
+    from jastipin.settings import EnqueueSettings
 
 
 class TemplateCategory(StrEnum):
@@ -118,12 +118,12 @@ class TemplateRegistry:
         )
 
 
-def registry(settings: Pricing) -> TemplateRegistry:
+def registry(settings: EnqueueSettings) -> TemplateRegistry:
     """Defaults first, then ``TEMPLATES_JSON`` (same name: the configured one wins)."""
     return TemplateRegistry([*DEFAULT_TEMPLATES, *settings.templates])
 
 
-def rate_rupiah(settings: Pricing, category: str | None) -> int:
+def rate_rupiah(settings: EnqueueSettings, category: str | None) -> int:
     """Rupiah per message of a pricing category (an unknown paid category costs the default rate)."""
     category = (category or "").lower()
     if category in settings.rates_rupiah:
@@ -131,5 +131,5 @@ def rate_rupiah(settings: Pricing, category: str | None) -> int:
     return 0 if category == SERVICE else settings.message_rate_rupiah
 
 
-def rates(settings: Pricing) -> dict[str, int]:
+def rates(settings: EnqueueSettings) -> dict[str, int]:
     return {category: rate_rupiah(settings, category) for category in sorted(RATE_CATEGORIES)}

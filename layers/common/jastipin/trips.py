@@ -15,7 +15,7 @@ from jastipin.outbound.jobs import ProductUpdateJob, TemplateRef
 from jastipin.outbound.queues import JobQueues
 from jastipin.phones import InvalidPhoneNumber, to_e164
 from jastipin.safe_text import CleanLine, CleanText
-from jastipin.settings import Pricing
+from jastipin.settings import EnqueueSettings
 from jastipin.templates import registry
 
 MAX_PRICE = 10**12
@@ -86,7 +86,7 @@ def trip_view(trip: Trip) -> dict[str, Any]:
     }
 
 
-def create_trip(request: CreateTripRequest, settings: Pricing) -> Trip:
+def create_trip(request: CreateTripRequest, settings: EnqueueSettings) -> Trip:
     """Store a new trip; 409 if the slug is taken, 422 if its window template is not an approved template
     taking the trip title and product name."""
     if request.window_policy is WindowPolicy.TEMPLATE and request.window_template:
@@ -115,7 +115,7 @@ def get_trip(trip_id: str) -> Trip:
 
 
 def upload_product(
-    trip_id: str, request: NewProductRequest, queues: JobQueues, settings: Pricing
+    trip_id: str, request: NewProductRequest, queues: JobQueues, settings: EnqueueSettings
 ) -> tuple[Product, ProductUpdateJob]:
     """Save the product and queue one fan-out job; the participants are read behind the queue."""
     trip = get_trip(trip_id)
@@ -144,7 +144,7 @@ def upload_product(
     return product, job
 
 
-def _window_template(settings: Pricing, name: str, parameters: list[str]) -> TemplateRef:
+def _window_template(settings: EnqueueSettings, name: str, parameters: list[str]) -> TemplateRef:
     return registry(settings).ref(
         name, parameters, field="window_template", parameters_field="window_template"
     )

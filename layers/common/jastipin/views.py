@@ -3,8 +3,6 @@ answer is checked against them (Powertools' response validation) and the OpenAPI
 them. The domain modules build the answers (``trips``, ``broadcasts``, ``proofs``, ``ledger``); an answer
 with a field not declared here is a 500, caught by the contract test, never a silent change of the API."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +12,7 @@ from jastipin.templates import TemplateCategory
 
 
 class _View(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use, not at import
 
 
 class TripView(_View):

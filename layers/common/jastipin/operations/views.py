@@ -1,10 +1,8 @@
 """What the operators' API takes and answers (pydantic models): queue counts, DLQ listings, redrive and
 purge requests and results, a trip's recent outcomes."""
 
-from __future__ import annotations
-
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -12,7 +10,7 @@ MAX_REDRIVE_IDS = 100
 
 
 class _View(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built on first use, not at import
 
 
 class QueueCounts(_View):
@@ -75,7 +73,7 @@ class RedriveRequest(BaseModel):
     all: bool = Field(default=False, strict=True)
 
     @model_validator(mode="after")
-    def _one_of(self) -> RedriveRequest:
+    def _one_of(self) -> Self:
         if self.all == bool(self.message_ids):
             raise ValueError('give either "message_ids" (a non-empty list) or "all": true')
         return self

@@ -11,11 +11,10 @@ is the same JSON, field for field and in the same order, as when one model held 
 a queue or a DLQ across a deploy read the same either way.
 """
 
-from __future__ import annotations
-
 import re
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -63,7 +62,11 @@ QUEUE_OF_KIND = {
 
 
 class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    # defer_build: a model's validator is built on its first use, not at import (a function uses few of
+    # them: the webhook none, the backend the kinds it queues; bench/import_bench.py measures the import)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, defer_build=True
+    )
 
 
 class Recipient(_Camel):
@@ -73,7 +76,7 @@ class Recipient(_Camel):
     name: str | None = Field(default=None, max_length=256)
 
     @model_validator(mode="after")
-    def _has_address(self) -> Recipient:
+    def _has_address(self) -> Self:
         if not self.phone and not self.user_id:
             raise ValueError("recipient needs a phone or a user_id")
         return self
@@ -222,7 +225,7 @@ class ProofJob(_Job):
     always_in_window: Literal[False] = False
 
     @model_validator(mode="after")
-    def _one_image(self) -> ProofJob:
+    def _one_image(self) -> Self:
         if (self.image_url is None) == (self.media_id is None):
             raise ValueError("a proof needs exactly one of image_url or media_id")
         return self
@@ -231,10 +234,13 @@ class ProofJob(_Job):
 Job = Annotated[ProductUpdateJob | AutoReplyJob | BroadcastJob | ProofJob, Field(discriminator="kind")]
 """A queue message body: one model per kind, told apart by ``kind``."""
 
-_JOB: TypeAdapter[Job] = TypeAdapter(Job, config=ConfigDict(title="Job"))
+
+@lru_cache(maxsize=1)
+def _job_adapter() -> TypeAdapter[Job]:
+    return TypeAdapter(Job, config=ConfigDict(title="Job"))  # built on the first job read, not at import
 
 
 def parse_job(body: str) -> Job:
     """The job a queue body holds; raises ``pydantic.ValidationError`` (a ``ValueError``) if it holds none:
     an unknown kind, a field missing, or a field its kind does not have."""
-    return _JOB.validate_json(body)
+    return _job_adapter().validate_json(body)
