@@ -10,13 +10,13 @@ Importing a handler reads no setting and touches no network, so this runs withou
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
+
+from localrun.project import load_function
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "openapi.yaml"
@@ -24,19 +24,10 @@ FUNCTIONS = ("enqueue", "admin")  # the functions behind the documented routes
 HEADER = "# Generated from the code by `python -m localrun.openapi --write`: do not edit by hand.\n"
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"openapi_{name}_app", ROOT / "functions" / name / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def generate() -> dict[str, Any]:
     from jastipin.openapi import document
 
-    return document(*(_load(name).app for name in FUNCTIONS))
+    return document(*(load_function(name, f"openapi_{name}_app").app for name in FUNCTIONS))
 
 
 class _Dumper(yaml.SafeDumper):

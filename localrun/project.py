@@ -5,6 +5,10 @@ the local servers."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -13,6 +17,19 @@ if TYPE_CHECKING:
     from localrun.stack import LocalStack
 
 WEBHOOK_PATH = "/api/webhooks/whatsapp"
+FUNCTIONS_DIR = Path(__file__).resolve().parents[1] / "functions"
+
+
+def load_function(name: str, alias: str | None = None) -> ModuleType:
+    """Import ``functions/<name>/app.py`` as Lambda does (a module of its own, not a package member). Each
+    alias is a fresh import: module-level state (resolver, processors) is the alias's own."""
+    spec = importlib.util.spec_from_file_location(alias or f"{name}_app", FUNCTIONS_DIR / name / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 LOCAL_SECRETS = {
     "API_TOKEN": "local-api-token",

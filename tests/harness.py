@@ -4,31 +4,22 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any, TypeVar
 
+from localrun import project
 from localrun.poller import sqs_record
-from tests.conftest import REGION, ROOT
+from tests.conftest import REGION
 
 T = TypeVar("T")
 
 
 def load_function(name: str, alias: str | None = None) -> ModuleType:
-    """Import ``functions/<name>/app.py`` as Lambda does (a module of its own, not a package member). Each
-    alias is a fresh import: module-level state (resolver, processors) is the alias's own."""
-    spec = importlib.util.spec_from_file_location(
-        alias or f"{name}_app", ROOT / "functions" / name / "app.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """``functions/<name>/app.py`` imported as Lambda does (``localrun.project.load_function``)."""
+    return project.load_function(name, alias)
 
 
 class FakeContext:

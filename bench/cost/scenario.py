@@ -4,7 +4,6 @@ and the statuses applied, each through the real handler (see ``bench/cost_report
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -23,19 +22,11 @@ from bench.cost.lambdas import CountingStream, FunctionUse, LambdaContext
 from bench.cost.meter import AwsMeter
 from bench.cost.report import Report
 from localrun.poller import sqs_record
+from localrun.project import load_function
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "ap-southeast-3"
 TRIP = "cost10k"
-
-
-def _load_handler(name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(f"cost_{name}_app", ROOT / "functions" / name / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _seed(trip_title: str, recipients: int, ddb: Any, tables: dict[str, str]) -> None:
@@ -173,7 +164,10 @@ def run(recipients: int = 1000, scale_to: int = 10_000, kind: str = "broadcast")
 
         sys.stdout = log_stream  # handlers' loggers bind stdout when their modules load
         try:
-            handlers = {name: _load_handler(name) for name in ("enqueue", "sender", "webhook", "inbound")}
+            handlers = {
+                name: load_function(name, f"cost_{name}_app")
+                for name in ("enqueue", "sender", "webhook", "inbound")
+            }
             svc = services()
             settings = svc.settings
             if settings.rate_limit_per_second <= 0:
