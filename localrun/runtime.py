@@ -35,8 +35,37 @@ from localrun.stack import LocalStack
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port the kernel gives outgoing connections as their source port."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port to listen on: free now, below the kernel's ephemeral range, and not handed out before in this
+    process. A port the kernel picks (bind to 0) is in that range, where any outgoing connection of the tests
+    (a boto3 or httpx call) may take it as its source port before the server binds it: CI once lost a test
+    module to exactly that ("port 43043 (api) ... already in use")."""
+    import random
+
+    low = _ephemeral_low()
+    for _ in range(500):
+        port = random.randrange(10_000, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # no luck below the range (a crowded machine): the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import stat
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from moto.server import ThreadedMotoServer
 
 from localrun.cfn_yaml import load_template
 from localrun.events import EventCase, load_cases
+from localrun.runtime import free_port
 from localrun.sandbox import WhatsAppSandbox
 from localrun.stack import LocalStack
 from tests.conftest import REGION, ROOT
@@ -224,12 +224,6 @@ def canned_response(c: EventCase) -> dict[str, Any]:
     else:
         body = "{}"
     return {"statusCode": c.expect["status"], "headers": {"content-type": "application/json"}, "body": body}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
