@@ -97,10 +97,21 @@ OUTCOMES_LIMIT = (
     "range; not a whole number is 422"
 )
 QUEUE_404 = {404: "no such queue (code `not_found`, `field` `queue`), or no route matched the path"}
-PURGE_422 = {
-    422: "the body is not valid (code `validation_error`), or `confirm` is not the queue's name (code "
-    "`confirmation_required`, `field` `confirm`)"
-}
+PURGE_ANSWERS = answers(  # the same for the queue's purge and the DLQ's
+    {200: ("what was deleted (`done: false`: time ran out with messages left, call again)", PurgeResult)},
+    [*BODY_ERRORS, 404],
+    described={
+        **QUEUE_404,
+        422: "the body is not valid (code `validation_error`), or `confirm` is not the queue's name (code "
+        "`confirmation_required`, `field` `confirm`)",
+    },
+)
+DEFAULT_LIMIT = 50
+
+
+def limit_or_default(limit: int | Literal[""]) -> int:
+    """``?limit=`` (empty) is the default, as no limit at all."""
+    return limit if isinstance(limit, int) else DEFAULT_LIMIT
 
 
 def time_left() -> float:
@@ -141,9 +152,9 @@ def queues() -> Response[QueuesView]:
 @tracer.capture_method(capture_response=False)
 def dlq_messages(
     queue: QueueParam,
-    limit: Annotated[int | Literal[""], Query(description=DLQ_LIMIT)] = 50,
+    limit: Annotated[int | Literal[""], Query(description=DLQ_LIMIT)] = DEFAULT_LIMIT,
 ) -> Response[DlqListing]:
-    listing = this().queue_admin.list_dlq(queue, limit if isinstance(limit, int) else 50)
+    listing = this().queue_admin.list_dlq(queue, limit_or_default(limit))
     return Response(200, "application/json", listing, headers={**NO_STORE})
 
 
@@ -169,18 +180,13 @@ def redrive(queue: QueueParam, request: Annotated[RedriveRequest, Body()]) -> Re
     return result
 
 
-PURGED = "what was deleted (`done: false`: time ran out with messages left, call again)"
-
-
 @app.post(
     "/admin/api/queues/<queue>/dlq/purge",
     summary="Delete the DLQ's visible messages (the body must repeat the queue's name)",
     operation_id="purgeDlq",
     tags=["admin"],
     security=TOKEN,
-    responses=answers(
-        {200: (PURGED, PurgeResult)}, [*BODY_ERRORS, 404], described={**QUEUE_404, **PURGE_422}
-    ),
+    responses=PURGE_ANSWERS,
 )
 @tracer.capture_method(capture_response=False)
 def purge_dlq(queue: QueueParam, request: Annotated[PurgeRequest, Body()]) -> PurgeResult:
@@ -193,9 +199,7 @@ def purge_dlq(queue: QueueParam, request: Annotated[PurgeRequest, Body()]) -> Pu
     operation_id="purgeQueue",
     tags=["admin"],
     security=TOKEN,
-    responses=answers(
-        {200: (PURGED, PurgeResult)}, [*BODY_ERRORS, 404], described={**QUEUE_404, **PURGE_422}
-    ),
+    responses=PURGE_ANSWERS,
 )
 @tracer.capture_method(capture_response=False)
 def purge_queue(queue: QueueParam, request: Annotated[PurgeRequest, Body()]) -> PurgeResult:
@@ -224,12 +228,13 @@ def _purge(queue: str, target: Literal["queue", "dlq"], request: PurgeRequest) -
 @tracer.capture_method(capture_response=False)
 def trip_outcomes(
     tripId: TripId,  # noqa: N803 - the path parameter's name in template.yaml
-    limit: Annotated[int | Literal[""], Query(description=OUTCOMES_LIMIT)] = 50,
+    limit: Annotated[int | Literal[""], Query(description=OUTCOMES_LIMIT)] = DEFAULT_LIMIT,
     status: Annotated[OutcomeStatus, Query(description="only entries of this status (empty: any)")] = "",
 ) -> Response[TripOutcomes]:
     this()  # binds the tables
-    limit = limit if isinstance(limit, int) else 50
-    result = recent_outcomes(tripId, limit=limit, status=status or None, time_left=time_left)
+    result = recent_outcomes(
+        tripId, limit=limit_or_default(limit), status=status or None, time_left=time_left
+    )
     return Response(200, "application/json", result, headers={**NO_STORE})
 
 
