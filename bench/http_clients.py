@@ -6,6 +6,7 @@ message, bearer token, JSON) to the WhatsApp sandbox, in one run, each client in
 - ``urllib3`` (the pool under botocore and requests): one pool, 8 threads;
 - ``httpx`` sync client from 8 threads: what the sender does today;
 - ``httpx`` async client, 40 tasks;
+- ``aiohttp``: one ``ClientSession`` on a ``TCPConnector(limit=40)``, 40 tasks;
 - a minimal asyncio HTTP/1.1 client (streams, 40 keep-alive connections, ``Content-Length`` only): the floor,
   the least a Python process can spend on a request and its answer.
 
@@ -151,6 +152,25 @@ def run_httpx_async(port: int, sends: int) -> None:
     asyncio.run(main())
 
 
+def run_aiohttp(port: int, sends: int) -> None:
+    import aiohttp
+
+    async def main() -> None:
+        connector = aiohttp.TCPConnector(limit=TASKS)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", connector=connector) as session:
+            queue = iter(range(sends))
+
+            async def work() -> None:
+                for n in queue:
+                    async with session.post(PATH, data=body(n), headers=HEADERS) as response:
+                        data = await response.read()
+                        assert response.status == 200, data
+
+            await asyncio.gather(*(work() for _ in range(TASKS)))
+
+    asyncio.run(main())
+
+
 def run_asyncio_streams(port: int, sends: int) -> None:
     """The floor: HTTP/1.1 over asyncio streams, keep-alive, reading ``Content-Length`` bytes."""
     head = (
@@ -186,6 +206,7 @@ CLIENTS: dict[str, tuple[str, Callable[[int, int], None]]] = {
     "urllib3": (f"one pool, {THREADS} threads", run_urllib3),
     "httpx sync": (f"{THREADS} threads (the sender today)", run_httpx_sync),
     "httpx async": (f"{TASKS} tasks", run_httpx_async),
+    "aiohttp": (f"one session, TCPConnector(limit={TASKS}), {TASKS} tasks", run_aiohttp),
     "asyncio streams": (f"{TASKS} connections, minimal HTTP/1.1 (the floor)", run_asyncio_streams),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 
 import boto3
 import pytest
@@ -177,3 +178,33 @@ def test_no_rate_limit_hands_out_slots_until_the_deadline_on_its_clock():
     assert limiter.acquire(None) and limiter.acquire(1_000.5)
     clock.now = 1_001.0  # past the deadline: no slot
     assert limiter.acquire(1_000.5) is False and limiter.acquire(None)
+
+
+def test_claimed_slots_are_handed_out_without_waiting_and_a_late_one_is_dropped(table):
+    """The asyncio sender's way in: ``claim_slot`` hands out the next slot's time at once (it waits for it
+    itself), ``has_slot`` tells whether that needs a reservation (a DynamoDB call), and ``in_time`` drops a
+    slot woken for too late, as ``acquire`` does."""
+    clock = SimClock()
+    lim = limiter(table, clock, 10, block_seconds=0.5)
+    assert not lim.has_slot()  # nothing reserved yet: the first claim reserves a block (5 slots)
+    calls = lim.calls
+    slots = [lim.claim_slot() for _ in range(5)]
+    assert lim.calls == calls + 1 and clock() == 1_800_000_000.0  # one reservation, no time passed
+    assert all(b - a >= 0.1 for a, b in itertools.pairwise(slots))  # spaced for 10/s
+    assert not lim.has_slot()
+    clock.now = slots[1]
+    assert lim.in_time(slots[1])
+    clock.now = slots[2] + lim.late_seconds + 0.001  # woken too late for its slot
+    assert not lim.in_time(slots[2]) and lim.dropped == 1
+    assert lim.claim_slot(deadline=clock() - 10) is None  # nothing before a deadline already past
+
+
+def test_has_slot_never_waits_for_a_reservation_in_progress(table):
+    """While another caller holds the limiter (reserving: a DynamoDB call), ``has_slot`` answers False at
+    once instead of blocking the event loop; that caller then claims on a thread."""
+    clock = SimClock()
+    lim = limiter(table, clock, 10)
+    lim.claim_slot()
+    with lim._lock:
+        assert lim.has_slot() is False
+    assert lim.has_slot() is True

@@ -6,6 +6,7 @@ does not read is a ``TypeError`` naming both, not a half-configured object."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -21,6 +22,7 @@ from jastipin.settings import (
 )
 
 if TYPE_CHECKING:
+    from jastipin.data.async_dynamodb import AsyncDynamoDB
     from jastipin.inbound.intake import WebhookIntake
     from jastipin.inbound.processor import InboundProcessor
     from jastipin.operations.dlq import QueueAdmin
@@ -79,9 +81,32 @@ class Services(Generic[S]):
 
     @cached_property
     def sender(self) -> Sender:
+        import atexit
+
         from jastipin.outbound.delivery import Sender
 
-        return Sender(self.need(SenderSettings), self.queues, self.whatsapp, self.rate_limiter)
+        sender = Sender(
+            self.need(SenderSettings),
+            self.queues,
+            self.whatsapp,
+            self.rate_limiter,
+            dynamodb=self._async_dynamodb(),
+        )
+        atexit.register(sender.close)  # its HTTP session, closed when a process ends (the local runtime)
+        return sender
+
+    def _async_dynamodb(self) -> AsyncDynamoDB | None:
+        """The sender's outcome writes on its event loop, where DynamoDB is reached over the network as this
+        process is configured: on Lambda, or at ``AWS_ENDPOINT_URL`` (the local runtime, the tests' moto
+        server). Elsewhere, e.g. under moto's in-process ``mock_aws``, which only botocore's own calls reach,
+        None: the writes go through botocore (an aiohttp request would head for AWS itself)."""
+        if not (os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or os.environ.get("AWS_ENDPOINT_URL")):
+            return None
+        import boto3
+
+        from jastipin.data.async_dynamodb import AsyncDynamoDB
+
+        return AsyncDynamoDB(self.dynamodb, boto3.Session().get_credentials())
 
     @cached_property
     def rate_limiter(self) -> SendLimiter:  # one limit across every sender instance and queue

@@ -173,7 +173,7 @@ class SenderSettings(Common):
     wa_timeout_seconds: float = Field(default=10.0, gt=0)
     wa_access_token: SecretStr | None = None
     rate_limit_per_second: float = Field(default=10, ge=0)  # 0: limit lifted (benchmarks only)
-    send_concurrency: int = Field(default=8, ge=1, le=64)
+    send_concurrency: int = Field(default=32, ge=1, le=128)  # requests in flight per instance (README)
     chunk_size: int = Field(default=100, ge=1, le=1000)
 
 

@@ -25,11 +25,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 
+from jastipin.data._conditions import CONDITION_FAILED
 from jastipin.data.models import (
     FINAL_STATUSES,
     STATUS_RANK,
@@ -40,12 +43,16 @@ from jastipin.data.models import (
     utcnow,
 )
 
+if TYPE_CHECKING:  # aiohttp is the sender's alone: the other functions do not import it
+    from jastipin.data.async_dynamodb import AsyncDynamoDB
+
 logger = Logger(child=True)
 
 __all__ = [
     "Outcome",
     "StatusChange",
     "apply_status",
+    "arecord",
     "log_key",
     "parse_log_key",
     "previous",
@@ -115,46 +122,129 @@ def previous(job_id: str, participant_ids: Iterable[str]) -> dict[str, Previous]
     return found
 
 
+# The outcome's update, written with the low-level client: one per sent recipient, on the sender's hot path,
+# where building PynamoDB's expression objects cost more than the call itself. ``#x`` names the attributes
+# (``status`` is a DynamoDB reserved word).
+_OUTCOME_NAMES = {
+    f"#{name}": name
+    for name in (
+        "trip_id",
+        "message_type",
+        "attempts",
+        "created_at",
+        "updated_at",
+        "expires_at",
+        "reason",
+        "error_code",
+        "status",
+        "provider_msg_id",
+    )
+}
+_NOT_YET_FINAL = "attribute_not_exists(#status) OR #status = :queued"
+
+
 def record(job_id: str, trip_id: str, message_type: str, outcome: Outcome, expires_at: datetime) -> LogStatus:
     """Record one outcome, merging with a status that may have arrived first; returns the entry's status."""
-    now = utcnow().isoformat()
-    entry = NotificationLog(job_id, outcome.participant_id)
-    fields: list[Action] = [
-        NotificationLog.trip_id.set(trip_id),
-        NotificationLog.message_type.set(message_type),
-        NotificationLog.attempts.set(outcome.attempts),
-        NotificationLog.created_at.set(NotificationLog.created_at | now),  # if_not_exists
-        NotificationLog.updated_at.set(now),
-        NotificationLog.expires_at.set(expires_at),
-    ]
-    if outcome.reason is not None:
-        fields.append(NotificationLog.reason.set(outcome.reason))
-    if outcome.error_code is not None:
-        fields.append(NotificationLog.error_code.set(outcome.error_code))
-    with_status: list[Action] = [*fields, NotificationLog.status.set(outcome.status.value)]
-    if outcome.reason is None:  # a send that went through after a failed attempt: the failure is history
-        with_status.append(NotificationLog.reason.remove())
-    if outcome.error_code is None:
-        with_status.append(NotificationLog.error_code.remove())
-    if outcome.provider_msg_id:
-        with_status.append(NotificationLog.provider_msg_id.set(outcome.provider_msg_id))
+    client: Any = NotificationLog._get_connection().connection.client  # botocore's, untyped
+    first, merge = _outcome_updates(job_id, trip_id, message_type, outcome, expires_at)
     try:
-        entry.update(
-            actions=with_status,
-            condition=NotificationLog.status.does_not_exist()
-            | (NotificationLog.status == LogStatus.QUEUED.value),
-        )
+        client.update_item(**first)
         return outcome.status
-    except UpdateError as exc:
-        if exc.cause_response_code != "ConditionalCheckFailedException":
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != CONDITION_FAILED:
             raise
-    # A status arrived first (or this outcome was recorded before): keep its status, add the job's fields.
+    return LogStatus(client.update_item(**merge)["Attributes"]["status"]["S"])
+
+
+async def arecord(
+    dynamodb: AsyncDynamoDB,
+    job_id: str,
+    trip_id: str,
+    message_type: str,
+    outcome: Outcome,
+    expires_at: datetime,
+) -> LogStatus:
+    """``record`` on the sender's event loop (``AsyncDynamoDB``): the same two updates."""
+    first, merge = _outcome_updates(job_id, trip_id, message_type, outcome, expires_at)
+    try:
+        await dynamodb.call("UpdateItem", first)
+        return outcome.status
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != CONDITION_FAILED:
+            raise
+    return LogStatus((await dynamodb.call("UpdateItem", merge))["Attributes"]["status"]["S"])
+
+
+def _outcome_updates(
+    job_id: str, trip_id: str, message_type: str, outcome: Outcome, expires_at: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An outcome's two UpdateItem requests (the low-level API's parameters): the first sets the status when
+    the entry has none yet or is still queued; when its condition fails (a status arrived first, or this
+    outcome was recorded before), the second keeps the entry's status and adds the job's fields."""
+    now = utcnow().isoformat()
+    table = NotificationLog.Meta.table_name
+    key = {"job_id": {"S": job_id}, "participant_id": {"S": outcome.participant_id}}
+    values: dict[str, dict[str, str]] = {
+        ":trip_id": {"S": trip_id},
+        ":message_type": {"S": message_type},
+        ":attempts": {"N": str(outcome.attempts)},
+        ":now": {"S": now},
+        ":expires_at": {"N": str(int(expires_at.timestamp()))},
+    }
+    sets = [
+        "#trip_id = :trip_id",
+        "#message_type = :message_type",
+        "#attempts = :attempts",
+        "#created_at = if_not_exists(#created_at, :now)",
+        "#updated_at = :now",
+        "#expires_at = :expires_at",
+    ]
+    removes: list[str] = []
+    if outcome.reason is not None:
+        sets.append("#reason = :reason")
+        values[":reason"] = {"S": outcome.reason}
+    else:  # a send that went through after a failed attempt: the failure is history
+        removes.append("#reason")
+    if outcome.error_code is not None:
+        sets.append("#error_code = :error_code")
+        values[":error_code"] = {"N": str(outcome.error_code)}
+    else:
+        removes.append("#error_code")
+    with_status = [*sets, "#status = :status"]
     if outcome.provider_msg_id:
-        fields.append(
-            NotificationLog.provider_msg_id.set(NotificationLog.provider_msg_id | outcome.provider_msg_id)
-        )
-    entry.update(actions=fields)
-    return LogStatus(entry.status)
+        values[":wamid"] = {"S": outcome.provider_msg_id}
+        with_status.append("#provider_msg_id = :wamid")
+    expression = "SET " + ", ".join(with_status) + (" REMOVE " + ", ".join(removes) if removes else "")
+    first = {
+        "TableName": table,
+        "Key": key,
+        "UpdateExpression": expression,
+        "ConditionExpression": _NOT_YET_FINAL,
+        "ExpressionAttributeNames": _names(expression + _NOT_YET_FINAL),
+        "ExpressionAttributeValues": {
+            **values,
+            ":status": {"S": outcome.status.value},
+            ":queued": {"S": LogStatus.QUEUED.value},
+        },
+    }
+    # The merge: reason and error code set when given, else left as the status made them.
+    if outcome.provider_msg_id:
+        sets.append("#provider_msg_id = if_not_exists(#provider_msg_id, :wamid)")
+    expression = "SET " + ", ".join(sets)
+    merge = {
+        "TableName": table,
+        "Key": key,
+        "UpdateExpression": expression,
+        "ExpressionAttributeNames": _names(expression),
+        "ExpressionAttributeValues": values,
+        "ReturnValues": "ALL_NEW",
+    }
+    return first, merge
+
+
+def _names(expression: str) -> dict[str, str]:
+    """The ``#name`` placeholders an expression uses (DynamoDB refuses unused ones)."""
+    return {k: v for k, v in _OUTCOME_NAMES.items() if k in expression}
 
 
 def record_many(

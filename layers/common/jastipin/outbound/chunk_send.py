@@ -7,23 +7,26 @@ of the chunk's first sends still waiting) — inside the invocation while time a
 that carries only the pending recipients. Recipients already in a final state (read from the log at the
 start) are never sent again when SQS redelivers a message.
 
+The sends are an asyncio loop: ``send_concurrency`` (32 by default) requests in flight cost no thread each,
+so a Graph latency of 200 ms does not cap an instance (README, Sizing). Every outcome's log write is still one
+conditional update (it merges with a status that came first), on the log pool's threads.
+
 ``Sender`` (``outbound.delivery``) holds what lives as long as the container (settings, queues, the WhatsApp
-client, the limiter, the clock, the pools) and starts one ``ChunkSend`` per chunk; everything that belongs
-to one chunk (its job, recipients, attempts, deadline, and the state of its send workers) is here.
+client, the limiter, the clock, the event loop, the log pool) and starts one ``ChunkSend`` per chunk;
+everything that belongs to one chunk (its job, recipients, attempts, deadline, and the state of its send
+workers) is here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
-import queue
-import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from concurrent.futures import wait
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -32,7 +35,15 @@ from jastipin.data import notifications_log
 from jastipin.data.models import FINAL_STATUSES, LogStatus, log_key
 from jastipin.operations.observability import breakdown
 from jastipin.outbound.jobs import AutoReplyJob, Job, ProductUpdateJob, ProofJob, Recipient
-from jastipin.outbound.outcomes import ChunkResult, Outcome, OutcomeWriter, record, record_one
+from jastipin.outbound.outcomes import (
+    ChunkResult,
+    Outcome,
+    OutcomeWriter,
+    arecord_one,
+    record,
+    record_one,
+)
+from jastipin.outbound.rate_limit import SlotLimiter
 from jastipin.outbound.recipients import (
     MembershipWatch,
     decide,
@@ -46,6 +57,9 @@ from jastipin.outbound.whatsapp import (
     RateLimited,
     WhatsAppError,
     WindowClosed,
+    image_message,
+    template_message,
+    text_message,
 )
 
 if TYPE_CHECKING:
@@ -53,6 +67,7 @@ if TYPE_CHECKING:
 
 logger = Logger(child=True)
 metrics = Metrics()
+T = TypeVar("T")
 
 MAX_ATTEMPTS = 3  # spec: attempts 3
 BACKOFF_BASE_SECONDS = 2.0  # spec: exponential from 2000 ms
@@ -76,7 +91,12 @@ class _Marker:
 
 LATE = _Marker()  # the send would have left too late for its slot: it takes another
 ALREADY_OUT = _Marker()  # a retry not made: the timed-out send reached Meta (its status came)
-WORKER_EXIT = _Marker()  # a send worker has stopped
+_NO_SLOT = _Marker()  # no send slot before the invocation must stop
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[T], None], arg: T) -> None:
+    """Run ``callback(arg)`` on ``loop``'s thread (from a log write's thread)."""
+    loop.call_soon_threadsafe(callback, arg)
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -87,10 +107,11 @@ def backoff_seconds(attempts: int) -> float:
 class ChunkSend:
     """The sending of one chunk job in one invocation; ``run`` once.
 
-    ``send_concurrency`` workers (on the sender's pool) each claim a piece of work, wait for their own send
-    slot, and only then take what to send with it: a retry that is due by then goes first. Outcomes come back
-    to the thread that called ``run``, which logs them and schedules the retries. The scheduling state below
-    is guarded by ``_work``."""
+    ``send_concurrency`` workers, coroutines on the sender's event loop (``Sender.run``), each claim a piece
+    of work, wait for their own send slot, and only then take what to send with it: a retry that is due by
+    then goes first. Each takes its outcome in itself: logged (on the log pool's threads), retried or put
+    back. Only the loop's thread touches the scheduling state below, so it needs no lock; blocking calls
+    (DynamoDB reads, a limiter's reservation, a test's blocking limiter) run on threads."""
 
     def __init__(self, sender: Sender, job: Job, deadline: Deadline) -> None:
         self.sender = sender
@@ -107,23 +128,22 @@ class ChunkSend:
         self.halted = False  # the token was rejected
         self.stopped = False  # something failed: start nothing more
         self.out_of_slots = False  # no send slot before the invocation must stop
-        # The send workers' scheduling.
-        self._work = threading.Condition()
+        self.latencies_ms: list[float] = []  # each WhatsApp call's, in milliseconds
+        # The send workers' scheduling (all on the sender's event loop: no locks).
         self._first: deque[Recipient] = deque()  # first sends, in order
         self._retries: list[tuple[float, int, Recipient]] = []  # (due on sender.clock, order, recipient)
         self._order = itertools.count()
         self._claimed = 0  # workers waiting for a send slot, each for one piece of work
-        self._busy = 0  # workers between their claim and handing the outcome over
-        self._outstanding = 0  # sends handed over whose outcome the loop has not taken in yet
+        self._busy = 0  # workers between their claim and taking the outcome in
         self._sleeping = False  # a worker is waiting out a retry's backoff
-        self._results: queue.SimpleQueue[tuple[Recipient | None, Any]] = queue.SimpleQueue()
-        concurrency = sender.settings.send_concurrency
-        # No more than UNLOGGED_LIMIT + send_concurrency sends are ever unlogged (made or in flight): a send
-        # takes a slot, the log write of its outcome frees it.
-        self._unlogged_slots = threading.Semaphore(UNLOGGED_LIMIT + concurrency)
+        self._waiters: list[asyncio.Future[None]] = []  # workers waiting for work
+        self._error: BaseException | None = None  # the first error: the chunk stops and raises it
+        self._unlogged: asyncio.Semaphore  # made on the loop (_send_all_async)
+        self._rereading = asyncio.Lock()  # the STOP watch's re-read (_left)
+        self._latencies: list[float] = []
         self._latest_start: float | None = None  # epoch time after which no send may start (None: no limit)
-        self._take_slot = getattr(sender.limiter, "acquire_slot", None)
         self._late_seconds = getattr(sender.limiter, "late_seconds", None)
+        self._claims_slots = isinstance(sender.limiter, SlotLimiter)  # checked once: a Protocol check is slow
 
     # -- the chunk ---------------------------------------------------------------------------------------
     def run(self) -> ChunkResult:
@@ -139,9 +159,10 @@ class ChunkSend:
         result.outcomes += skipped
         if job.needs_membership:
             self.watch = MembershipWatch(job.trip_id, [r.id for r in pending], sender.clock)
-        if pending:
-            sender.whatsapp.prepare()  # the token, read before any send slot is taken
-        self._send_all(pending)
+        try:
+            self._send_all(pending)
+        finally:
+            breakdown.latencies(job, self._latencies)  # one hand-over per chunk, not one metric per send
         result.outcomes += [o for o in self.outcomes if o.status is not LogStatus.QUEUED]
         if self.halted:
             self._count(result)
@@ -188,59 +209,84 @@ class ChunkSend:
         that fails transiently is sent again ``backoff_seconds(attempt)`` after that failure (2 s, then 4 s),
         ahead of the first sends still waiting, so that a retry is neither early nor late by the length of
         the chunk; a retry that would not fit in the invocation is handed back (``later``)."""
+        self.sender.run(self._send_all_async(recipients))
+
+    async def _send_all_async(self, recipients: list[Recipient]) -> None:
         sender = self.sender
         concurrency = sender.settings.send_concurrency
+        loop = asyncio.get_running_loop()
         self._latest_start = self.deadline.latest_start(sender.settings.wa_timeout_seconds)
         self._first.extend(recipients)
-        # Outcomes are logged as they complete (a crash re-sends at most the sends not yet logged); a write
-        # that fails stops the chunk like any other error. The write runs on the log pool: it must not wait
-        # for the pool itself.
-        writer = OutcomeWriter(
-            sender.log_pool,
-            lambda o: record_one(self.job, o, sender.settings),
-            written=self._unlogged_slots.release,
-            failed=lambda exc: self._results.put((None, exc)),
-        )
+        # No more than UNLOGGED_LIMIT + send_concurrency sends are ever unlogged (made or in flight): a send
+        # takes a slot, the log write of its outcome frees it.
+        self._unlogged = asyncio.Semaphore(UNLOGGED_LIMIT + concurrency)
+
+        # Outcomes are logged as they complete (a crash re-sends at most the sends not yet logged), side by
+        # side on the log pool's threads; a write that fails stops the chunk like any other error.
+        def written(count: int) -> None:
+            _call_soon(loop, self._logged, count)
+
+        def failed(exc: BaseException) -> None:
+            _call_soon(loop, self._stop, exc)
+
+        dynamodb = sender.dynamodb
+        if dynamodb is not None:  # on the loop (the deployed sender)
+            writer = OutcomeWriter.on_loop(
+                loop,
+                lambda o: arecord_one(dynamodb, self.job, o, sender.settings),
+                written=written,
+                failed=failed,
+            )
+        else:  # through botocore, on the log pool's threads (tests under moto's mock_aws)
+            writer = OutcomeWriter(
+                sender.log_pool,
+                lambda o: record_one(self.job, o, sender.settings),
+                written=written,
+                failed=failed,
+            )
+        if recipients:  # the token and the HTTP session, before any send slot is taken
+            await sender.whatsapp.aprepare()
         sender.limiter.expect(len(recipients))
-        workers = [sender.send_pool.submit(self._worker) for _ in range(concurrency)]
-        exited = 0
+        workers = [asyncio.ensure_future(self._worker(writer)) for _ in range(concurrency)]
         try:
-            while exited < concurrency:
-                try:
-                    r, outcome = self._results.get(timeout=WAIT_TICK_SECONDS)
-                except queue.Empty:
-                    r, outcome = None, None
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                if outcome is WORKER_EXIT:
-                    exited += 1
-                if r is not None:
-                    with self._work:
-                        self._take_in(r, outcome, writer)
-                        self._outstanding -= 1
-                        self._work.notify_all()
-        except BaseException:
+            await asyncio.gather(*workers)
+            if self._error is not None:
+                raise self._error
+        except BaseException as exc:
             # The message goes back to SQS: start nothing more (each further send would be made again on the
             # redelivery, unlogged), and let the sends in flight end before the invocation does.
-            with self._work:
-                self.stopped = True
-                self._work.notify_all()
-            self._unlogged_slots.release(concurrency)  # wakes the sends waiting for a slot: they stop
-            wait(workers)
-            writer.wait(raise_error=False)  # what was sent is logged as far as the log takes it
+            self._stop(exc)
+            await asyncio.gather(*workers, return_exceptions=True)
+            # What was sent is logged, as far as the log takes it.
+            await asyncio.to_thread(writer.wait, raise_error=False)
             raise
         finally:
-            sender.limiter.release()
+            await asyncio.to_thread(sender.limiter.release)
+        self.latencies_ms = list(self._latencies)
         now = sender.clock()
         if self.halted:  # not sent: the whole message comes back (SendingHalted)
             self.not_started += [*self._first, *(r for _, _, r in sorted(self._retries))]
         else:  # out of send slots: the rest goes to a new message, retries after the rest of their backoff
             self.not_started += list(self._first)
             self.later += [(r, max(0.0, due - now)) for due, _, r in sorted(self._retries)]
-        writer.wait()
+        await asyncio.to_thread(writer.wait)
+
+    def _logged(self, count: int) -> None:
+        """``count`` outcomes are in the log (or overtaken by a later one): as many more sends may be made."""
+        for _ in range(count):
+            self._unlogged.release()
+
+    def _stop(self, exc: BaseException) -> None:
+        """Something failed: start nothing more; ``_send_all_async`` raises the first error."""
+        if self._error is None:
+            self._error = exc
+        self.stopped = True
+        self._notify()
+        for _ in range(self.sender.settings.send_concurrency):
+            self._unlogged.release()  # wakes the sends waiting for a slot: they stop
 
     def _take_in(self, r: Recipient, outcome: Outcome | _Marker | None, writer: OutcomeWriter) -> None:
-        """What a worker handed over for ``r`` (with ``_work`` held): logged, retried, or put back."""
+        """What a send came to for ``r``: logged, retried, or put back."""
         if outcome is None:
             self.not_started.append(r)
         elif outcome is LATE:
@@ -268,7 +314,7 @@ class ChunkSend:
         if self.watch is not None:
             self.watch.expect([r.id])
 
-    # -- the send workers --------------------------------------------------------------------------------
+    # -- the send workers (coroutines on the sender's event loop) ----------------------------------------
     def _available(self, now: float) -> int:
         return len(self._first) + sum(1 for when, _, _ in self._retries if when <= now) - self._claimed
 
@@ -277,137 +323,192 @@ class ChunkSend:
             return heapq.heappop(self._retries)[2], True
         return (self._first.popleft() if self._first else None), False
 
-    def _worker(self) -> None:
-        try:
-            self._work_on()
-        finally:
-            self._results.put((None, WORKER_EXIT))  # after every outcome this worker handed over
+    def _notify(self) -> None:
+        """Wake the workers waiting for work (``_wait``)."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
-    def _work_on(self) -> None:
-        while self._claim():
-            try:
-                slot: float | None = None
-                if self._take_slot is not None:
-                    slot = self._take_slot(self._latest_start)
-                    got = slot is not None
-                else:
-                    got = self.sender.limiter.acquire(self._latest_start)
-                with self._work:
+    async def _wait(self, timeout: float) -> None:
+        """Until ``_notify`` or ``timeout`` seconds."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        handle = asyncio.get_running_loop().call_later(timeout, self._wake, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    async def _worker(self, writer: OutcomeWriter) -> None:
+        """Claim a piece of work, wait for a send slot, then take what to send with it (a retry due by then
+        goes first), send it and take the outcome in; until nothing is left or the chunk stops."""
+        try:
+            while await self._claim():
+                claimed = True
+                try:
+                    slot = await self._slot()
                     self._claimed -= 1
-                    if not got:  # no send slot before the invocation must stop
+                    claimed = False
+                    if slot is _NO_SLOT:  # no send slot before the invocation must stop
                         self.out_of_slots = True
                         return
                     r, is_retry = self._take(self.sender.clock())
                     if r is None:  # taken by another worker meanwhile: this slot goes unused
                         continue
-                    self._outstanding += 1
-                if is_retry and self._already_out([r]):
-                    # A send that timed out but reached Meta: its status came in the backoff.
-                    self._results.put((r, ALREADY_OUT))
-                    continue
-                self._results.put((r, self._send_one(r, slot)))
-            except BaseException as exc:  # handed to the loop in _send_all, which stops everything
-                self._results.put((None, exc))
-                return
-            finally:
-                with self._work:
+                    if is_retry and r.id in await asyncio.to_thread(self._already_out, [r]):
+                        # A send that timed out but reached Meta: its status came in the backoff.
+                        self._take_in(r, ALREADY_OUT, writer)
+                        continue
+                    outcome = await self._send_one(r, slot if isinstance(slot, float) else None)
+                    self._take_in(r, outcome, writer)
+                finally:
+                    if claimed:
+                        self._claimed -= 1
                     self._busy -= 1
-                    self._work.notify_all()
+                    self._notify()
+        except BaseException as exc:
+            self._stop(exc)
 
-    def _claim(self) -> bool:
+    async def _slot(self) -> float | bool | _Marker:
+        """Wait for this worker's send slot: its time (epoch seconds) from a limiter that tells it, True from
+        one that only blocks, ``_NO_SLOT`` when none comes before the latest start."""
+        limiter, latest = self.sender.limiter, self._latest_start
+        if not self._claims_slots:  # a limiter that blocks until the slot (the tests' own): on a thread
+            take = getattr(limiter, "acquire_slot", None)
+            if take is not None:
+                found = await asyncio.to_thread(take, latest)
+                return _NO_SLOT if found is None else float(found)
+            return True if await asyncio.to_thread(limiter.acquire, latest) else _NO_SLOT
+        while True:
+            # A reservation is a DynamoDB call: made on a thread, the sends in flight go on meanwhile.
+            claim = cast(SlotLimiter, limiter).claim_slot
+            has_slot = cast(SlotLimiter, limiter).has_slot()
+            slot = claim(latest) if has_slot else await asyncio.to_thread(claim, latest)
+            if slot is None:
+                return _NO_SLOT
+            wait = slot - self.deadline.now()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if cast(SlotLimiter, limiter).in_time(slot):
+                return float(slot)
+
+    async def _claim(self) -> bool:
         """Wait until there is a piece of work to claim (True) or nothing more to do (False)."""
-        work = self._work
-        with work:
-            while True:
-                if self.halted or self.stopped or self.out_of_slots:
-                    return False
-                now = self.sender.clock()
-                if self._sleeping:  # another worker waits out a backoff: nothing else is to be done
-                    work.wait(WAIT_TICK_SECONDS)
-                    continue
-                if self._available(now) > 0:
-                    self._claimed += 1
-                    self._busy += 1
-                    return True
-                idle = self._busy == 0 and self._outstanding == 0  # nothing in flight can bring work
-                if idle and not self._first and not self._retries:
-                    work.notify_all()
-                    return False  # nothing left
-                if idle and self._retries and not self._sleeping:
-                    # Only a retry's backoff is left to wait out: one worker sleeps it (the Sender's sleep: a
-                    # test's clock moves by it), the others wait to be woken.
-                    self._sleeping = True
-                    work.release()
-                    try:
-                        self.sender.sleep(max(0.0, self._retries[0][0] - now))
-                    finally:
-                        work.acquire()
-                        self._sleeping = False
-                        work.notify_all()
-                    continue
-                timeout = WAIT_TICK_SECONDS
-                if self._retries:
-                    timeout = min(timeout, max(0.0, self._retries[0][0] - now))
-                work.wait(timeout)
+        while True:
+            if self.halted or self.stopped or self.out_of_slots:
+                return False
+            now = self.sender.clock()
+            if self._sleeping:  # another worker waits out a backoff: nothing else is to be done
+                await self._wait(WAIT_TICK_SECONDS)
+                continue
+            if self._available(now) > 0:
+                self._claimed += 1
+                self._busy += 1
+                return True
+            idle = self._busy == 0  # nothing in flight can bring work
+            if idle and not self._first and not self._retries:
+                self._notify()
+                return False  # nothing left
+            if idle and self._retries:
+                # Only a retry's backoff is left to wait out: one worker sleeps it (the Sender's sleep: a
+                # test's clock moves by it), the others wait to be woken.
+                self._sleeping = True
+                try:
+                    await self.sender.pause(max(0.0, self._retries[0][0] - now))
+                finally:
+                    self._sleeping = False
+                    self._notify()
+                continue
+            timeout = WAIT_TICK_SECONDS
+            if self._retries:
+                timeout = min(timeout, max(0.0, self._retries[0][0] - now))
+            await self._wait(timeout)
 
-    def _send_one(self, r: Recipient, slot: float | None) -> Outcome | _Marker | None:
+    async def _send_one(self, r: Recipient, slot: float | None) -> Outcome | _Marker | None:
         # Wait for a slot no later than a send may start: past that the recipient is left for the next
         # invocation (requeued), as when the rate limiter has no slot in time.
-        latest_start = self._latest_start
-        wait_s = None if latest_start is None else max(0.0, latest_start - self.deadline.now())
-        if not self._unlogged_slots.acquire(timeout=wait_s):
-            return None
-        outcome = self._try_send(r, slot)
+        unlogged = self._unlogged
+        if unlogged.locked():
+            latest_start = self._latest_start
+            wait_s = None if latest_start is None else max(0.0, latest_start - self.deadline.now())
+            try:
+                await asyncio.wait_for(unlogged.acquire(), wait_s)
+            except TimeoutError:
+                return None
+        else:
+            await unlogged.acquire()
+        outcome = await self._try_send(r, slot)
         if outcome is None or outcome is LATE:
-            self._unlogged_slots.release()  # nothing was sent: nothing to log
+            unlogged.release()  # nothing was sent: nothing to log
         return outcome
 
-    def _try_send(self, r: Recipient, slot: float | None) -> Outcome | _Marker | None:
+    async def _try_send(self, r: Recipient, slot: float | None) -> Outcome | _Marker | None:
         if self.halted or self.stopped:
             return None
-        if self.watch is not None and self.watch.left(r.id):  # after the wait for a send slot: STOP holds
+        if self.watch is not None and await self._left(r.id):  # after the wait for a send slot: STOP holds
             return Outcome(r, LogStatus.SKIPPED, self.attempts.get(r.id, 0), reason="unsubscribed")
         late_seconds = self._late_seconds
         if slot is not None and late_seconds is not None and self.deadline.now() - slot > late_seconds:
             return LATE  # leaving this late, beside on-time sends, could crowd a second: another slot
         attempt = self.attempts.get(r.id, 0) + 1
         self.attempts[r.id] = attempt
+        started = time.perf_counter()
         try:
-            with breakdown.timed(self.job):  # WhatsAppSendLatency, per queue and message type
-                wamid = self._deliver(r, r.id in self.window_open)
+            wamid = await self._deliver(r, r.id in self.window_open)
         except AuthError as exc:
             self.halted = True
             metrics.add_metric(name="WhatsAppAuthError", unit=MetricUnit.Count, value=1)
             logger.error("WhatsApp token rejected: sending halted", extra={"code": exc.code})
             return Outcome(r, LogStatus.QUEUED, attempt - 1, reason=exc.reason, error_code=exc.code)
         except WhatsAppError as exc:
-            return self._failure(r, attempt, exc)
+            outcome = self._failure(r, attempt, exc)
+            if isinstance(exc, MarketingOptOut) and outcome.status is LogStatus.FAILED:
+                await asyncio.to_thread(mark_marketing_opt_out, r)  # DynamoDB writes: off the loop
+            return outcome
+        finally:  # WhatsAppSendLatency, published per chunk (``breakdown.latencies``)
+            self._latencies.append((time.perf_counter() - started) * 1000)
         return Outcome(r, LogStatus.SENT, attempt, provider_msg_id=wamid)
 
-    def _deliver(self, r: Recipient, window_open: bool) -> str:
-        job, whatsapp = self.job, self.sender.whatsapp
+    async def _left(self, participant_id: str) -> bool:
+        """``watch.left``, its memberships re-read on a thread when due (a DynamoDB read on the loop would
+        hold up every send in flight, and make those past their late check leave late); one at a time."""
+        watch = self.watch
+        assert watch is not None
+        if watch.due():
+            async with self._rereading:
+                if watch.due():
+                    await asyncio.to_thread(watch.refresh)
+        return watch.left(participant_id)
+
+    async def _deliver(self, r: Recipient, window_open: bool) -> str:
+        job = self.job
         to = Address(phone=r.phone, user_id=r.user_id)
         key = log_key(job.job_id, r.id)  # comes back in the statuses: they update the entry by key
+        message: dict[str, Any]
         if isinstance(job, ProofJob) and window_open:
-            return whatsapp.send_image(
-                to, link=job.image_url, media_id=job.media_id, caption=job.caption, callback_data=key
-            )
-        if isinstance(job, AutoReplyJob):  # inside the window by definition
-            return whatsapp.send_text(to, job.message, callback_data=key)
-        if isinstance(job, ProductUpdateJob) and (window_open or job.template_ref is None):
-            return whatsapp.send_text(to, job.message, callback_data=key)
-        if job.template_ref is None:
+            message = image_message(link=job.image_url, media_id=job.media_id, caption=job.caption)
+        elif isinstance(job, AutoReplyJob) or (  # an auto-reply is inside the window by definition
+            isinstance(job, ProductUpdateJob) and (window_open or job.template_ref is None)
+        ):
+            message = text_message(job.message)
+        elif job.template_ref is None:
             raise WindowClosed("no template for a closed window", code=131047)
-        ref = job.template_ref
-        return whatsapp.send_template(
-            to,
-            ref.name,
-            ref.language,
-            ref.parameters,
-            header_image_url=ref.header_image_url,
-            header_image_id=ref.header_image_id,
-            callback_data=key,
-        )
+        else:
+            ref = job.template_ref
+            message = template_message(
+                ref.name,
+                ref.language,
+                ref.parameters,
+                header_image_url=ref.header_image_url,
+                header_image_id=ref.header_image_id,
+            )
+        return await self.sender.whatsapp.asend(to, message, key)
 
     @staticmethod
     def _failure(r: Recipient, attempt: int, exc: WhatsAppError) -> Outcome:
@@ -428,8 +529,6 @@ class ChunkSend:
             return Outcome(
                 r, LogStatus.QUEUED, attempt, reason=exc.reason, error_code=exc.code, ambiguous=exc.ambiguous
             )
-        if isinstance(exc, MarketingOptOut):
-            mark_marketing_opt_out(r)
         reason = "window_closed" if isinstance(exc, WindowClosed) else exc.reason
         return Outcome(r, LogStatus.FAILED, attempt, reason=reason, error_code=exc.code)
 

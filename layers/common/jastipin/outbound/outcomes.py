@@ -3,15 +3,20 @@ notifications log as they come (``OutcomeWriter``), and what the chunk came to (
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from jastipin.data import notifications_log
 from jastipin.data.models import LogStatus, log_expiry
 from jastipin.outbound.jobs import Job, Recipient
 from jastipin.settings import LogRetention
+
+if TYPE_CHECKING:
+    from jastipin.data.async_dynamodb import AsyncDynamoDB
 
 
 @dataclass
@@ -43,18 +48,32 @@ class OutcomeWriter:
 
     def __init__(
         self,
-        pool: ThreadPoolExecutor,
+        pool: ThreadPoolExecutor | None,
         write: Callable[[Outcome], None],
         *,
         written: Callable[[int], None],
         failed: Callable[[BaseException], None],
     ) -> None:
-        self._pool, self._write = pool, write
+        self._submit: Callable[[Outcome], Future[None]] = lambda outcome: _pool(pool).submit(write, outcome)
         self._written, self._failed = written, failed
         self._done = threading.Condition()
         self._running: set[str] = set()  # recipients whose write is running
         self._next: dict[str, Outcome] = {}  # recipient → the outcome to write after the running one
         self._errors: list[BaseException] = []
+
+    @classmethod
+    def on_loop(
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        write: Callable[[Outcome], Coroutine[Any, Any, None]],
+        *,
+        written: Callable[[int], None],
+        failed: Callable[[BaseException], None],
+    ) -> OutcomeWriter:
+        """The same, each write a coroutine run on ``loop`` (``arecord_one``) instead of a pool's thread."""
+        writer = cls(None, _no_write, written=written, failed=failed)
+        writer._submit = lambda outcome: asyncio.run_coroutine_threadsafe(write(outcome), loop)
+        return writer
 
     def add(self, outcome: Outcome) -> None:
         rid = outcome.recipient.id
@@ -77,7 +96,7 @@ class OutcomeWriter:
     def _start(self, outcome: Outcome) -> None:  # with self._done held
         rid = outcome.recipient.id
         self._running.add(rid)
-        self._pool.submit(self._write, outcome).add_done_callback(lambda f: self._ended(rid, f))
+        self._submit(outcome).add_done_callback(lambda f: self._ended(rid, f))
 
     def _ended(self, rid: str, future: Future[None]) -> None:
         error = future.exception()
@@ -97,6 +116,15 @@ class OutcomeWriter:
             self._failed(error)
 
 
+def _no_write(outcome: Outcome) -> None:
+    raise AssertionError("an OutcomeWriter on a loop writes with its coroutine")
+
+
+def _pool(pool: ThreadPoolExecutor | None) -> ThreadPoolExecutor:
+    assert pool is not None, "an OutcomeWriter without a loop needs a pool"
+    return pool
+
+
 @dataclass
 class ChunkResult:
     outcomes: list[Outcome] = field(default_factory=list)
@@ -113,6 +141,16 @@ def record_one(job: Job, o: Outcome, settings: LogRetention) -> None:
         notifications_log.record_many(job.job_id, job.trip_id, message_type, [_as_logged(o)], expires)
     else:
         notifications_log.record(job.job_id, job.trip_id, message_type, _as_logged(o), expires)
+
+
+async def arecord_one(dynamodb: AsyncDynamoDB, job: Job, o: Outcome, settings: LogRetention) -> None:
+    """``record_one`` on the sender's event loop: a send's outcome through ``AsyncDynamoDB``; a skip (rare on
+    the send path: a STOP seen right before the send) on a thread, as ``record_one`` writes it."""
+    if o.status is LogStatus.SKIPPED:
+        await asyncio.to_thread(record_one, job, o, settings)
+        return
+    message_type, expires = job.template or job.kind.value, log_expiry(settings)
+    await notifications_log.arecord(dynamodb, job.job_id, job.trip_id, message_type, _as_logged(o), expires)
 
 
 def record(job: Job, outcomes: Iterable[Outcome], settings: LogRetention, pool: ThreadPoolExecutor) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from botocore.exceptions import ClientError
 
@@ -46,6 +46,24 @@ class SendLimiter(Protocol):
     def missed(self) -> None:
         """A slot handed out was not used in time."""
         return None
+
+
+@runtime_checkable
+class SlotLimiter(SendLimiter, Protocol):
+    """A limiter that hands out slot times instead of blocking until them (``GlobalRateLimiter``,
+    ``NoRateLimit``): the asyncio sender waits for a slot with ``asyncio.sleep``, not a thread."""
+
+    def has_slot(self) -> bool:
+        """Whether ``claim_slot`` needs no DynamoDB call."""
+        ...
+
+    def claim_slot(self, deadline: float | None = None) -> float | None:
+        """The next slot's time (epoch seconds), not waited for; None: none before ``deadline``."""
+        ...
+
+    def in_time(self, slot: float) -> bool:
+        """After waiting until ``slot``: whether the send may still use it."""
+        ...
 
 
 class GlobalRateLimiter:
@@ -96,33 +114,59 @@ class GlobalRateLimiter:
         """``acquire``, returning the slot's time (epoch seconds; None: no slot before ``deadline``). The
         send must leave within ``late_seconds`` of it."""
         while True:
-            with self._lock:
-                # A reserved slot left unused until its time has passed is dropped, not used late: a late
-                # send next to on-time ones would crowd a 1-second window.
-                self._drop_stale()
-                if not self._slots:
-                    if deadline is not None and (self._reserved_end or 0) > deadline * MICROS:
-                        return None  # the schedule is past our last block, which ended after the deadline
-                    count = max(1, min(self._block, self._expected)) if self._expected else self._block
-                    self._reserve(count)
-                    if deadline is not None:
-                        self._give_back_after(int(deadline * MICROS))
-                    if not self._slots:
-                        return None  # the block was all after the deadline, and given back
-                slot = self._slots.popleft()
-                if deadline is not None and slot / MICROS > deadline:
-                    self._slots.appendleft(slot)  # keep it for a caller with more time
-                    return None
-                self._expected = max(0, self._expected - 1)
-            wait = slot / MICROS - self._clock()
+            slot = self.claim_slot(deadline)
+            if slot is None:
+                return None
+            wait = slot - self._clock()
             if wait > 0:
                 self._sleep(wait)
-            # Woken too late (a busy machine): the same rule applies to the slot we slept for.
-            if int(self._clock() * MICROS) - slot <= self._stale_us:
-                return slot / MICROS
-            with self._lock:
-                self.dropped += 1
-                self._expected += 1
+            if self.in_time(slot):
+                return slot
+
+    def has_slot(self) -> bool:
+        """Whether ``claim_slot`` can hand out a slot already reserved (no DynamoDB call). Never waits: while
+        another caller holds the lock (it may be reserving, a DynamoDB call), False."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._drop_stale()
+            return bool(self._slots)
+        finally:
+            self._lock.release()
+
+    def claim_slot(self, deadline: float | None = None) -> float | None:
+        """The caller's next send slot (epoch seconds), without waiting for it: reserves a block when none is
+        left (a DynamoDB call); None when there is no slot before ``deadline``. The caller waits until the
+        slot's time, then asks ``in_time`` (an asyncio sender waits with ``asyncio.sleep``)."""
+        with self._lock:
+            # A reserved slot left unused until its time has passed is dropped, not used late: a late
+            # send next to on-time ones would crowd a 1-second window.
+            self._drop_stale()
+            if not self._slots:
+                if deadline is not None and (self._reserved_end or 0) > deadline * MICROS:
+                    return None  # the schedule is past our last block, which ended after the deadline
+                count = max(1, min(self._block, self._expected)) if self._expected else self._block
+                self._reserve(count)
+                if deadline is not None:
+                    self._give_back_after(int(deadline * MICROS))
+                if not self._slots:
+                    return None  # the block was all after the deadline, and given back
+            slot = self._slots.popleft()
+            if deadline is not None and slot / MICROS > deadline:
+                self._slots.appendleft(slot)  # keep it for a caller with more time
+                return None
+            self._expected = max(0, self._expected - 1)
+            return slot / MICROS
+
+    def in_time(self, slot: float) -> bool:
+        """After waiting for ``slot``: whether it may still be used. Woken too late (a busy machine), it is
+        dropped like a stale slot, and the send needs another."""
+        if self._clock() - slot <= self._stale_us / MICROS:
+            return True
+        with self._lock:
+            self.dropped += 1
+            self._expected += 1
+        return False
 
     def _drop_stale(self) -> None:
         stale_before = int(self._clock() * MICROS) - self._stale_us
@@ -255,3 +299,13 @@ class NoRateLimit(SendLimiter):
 
     def acquire(self, deadline: float | None = None) -> bool:
         return deadline is None or self._clock() <= deadline
+
+    def has_slot(self) -> bool:
+        return True
+
+    def claim_slot(self, deadline: float | None = None) -> float | None:
+        now = self._clock()
+        return now if deadline is None or now <= deadline else None
+
+    def in_time(self, slot: float) -> bool:
+        return True

@@ -131,10 +131,24 @@ class MembershipWatch:
     def left(self, participant_id: str) -> bool:
         """Whether this recipient has left the trip (as of at most a second ago); called once per send."""
         with self._lock:
-            if self._clock() - self._read_at >= MEMBERSHIP_REFRESH_SECONDS:
+            if self._due():
                 self._refresh()
             self._unsent.discard(participant_id)
             return participant_id in self._left
+
+    def due(self) -> bool:
+        """Whether the next ``left`` would re-read the memberships (the asyncio sender then calls ``refresh``
+        first, on a thread). Takes no lock, so it never waits for a re-read under way."""
+        return self._due()
+
+    def refresh(self) -> None:
+        """Re-read the memberships of the recipients not yet sent, if due."""
+        with self._lock:
+            if self._due():
+                self._refresh()
+
+    def _due(self) -> bool:
+        return self._clock() - self._read_at >= MEMBERSHIP_REFRESH_SECONDS
 
     def _refresh(self) -> None:
         unsent = [pid for pid in self._unsent if pid not in self._left]

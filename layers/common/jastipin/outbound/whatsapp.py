@@ -8,9 +8,11 @@ The token never appears in ``repr`` or logs.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -138,7 +140,70 @@ class BearerToken(httpx.Auth):
         yield request
 
 
+def text_message(body: str, *, preview_url: bool = False) -> dict[str, Any]:
+    return {"type": "text", "text": {"body": body, "preview_url": preview_url}}
+
+
+def template_message(
+    name: str,
+    language: str,
+    parameters: list[str] | None = None,
+    *,
+    header_image_url: str | None = None,
+    header_image_id: str | None = None,
+) -> dict[str, Any]:
+    """An approved template: body parameters ({{1}}, {{2}}...) and, for an image-header template, the
+    header's image (a link or an uploaded media id)."""
+    template: dict[str, Any] = {"name": name, "language": {"code": language}}
+    components: list[dict[str, Any]] = []
+    if header_image_url or header_image_id:
+        image: dict[str, Any] = {"link": header_image_url} if header_image_url else {"id": header_image_id}
+        components.append({"type": "header", "parameters": [{"type": "image", "image": image}]})
+    if parameters:
+        components.append(
+            {"type": "body", "parameters": [{"type": "text", "text": value} for value in parameters]}
+        )
+    if components:
+        template["components"] = components
+    return {"type": "template", "template": template}
+
+
+def image_message(
+    *, link: str | None = None, media_id: str | None = None, caption: str | None = None
+) -> dict[str, Any]:
+    image: dict[str, Any] = {"link": link} if link else {"id": media_id}
+    if caption:
+        image["caption"] = caption
+    return {"type": "image", "image": image}
+
+
+def _payload(to: Address, message: dict[str, Any], callback_data: str | None) -> dict[str, Any]:
+    payload = {"messaging_product": "whatsapp", "recipient_type": "individual", **to.as_fields(), **message}
+    if callback_data:  # comes back in the message's status webhooks (at most 512 characters)
+        payload["biz_opaque_callback_data"] = callback_data[:512]
+    return payload
+
+
+def _answer(status: int, raw: bytes) -> str:
+    """The wamid of a Graph answer, or the typed error it stands for."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if 200 <= status < 300:
+        try:
+            return str(body["messages"][0]["id"])
+        except (KeyError, IndexError, TypeError):
+            raise RetryableError("2xx without a message id", http_status=status) from None
+    raise classify(status, body)
+
+
 class WhatsAppClient:
+    """Sends messages to the Cloud API: ``send`` (and ``send_text``/``send_template``/``send_image``) from
+    synchronous code on httpx; ``asend`` from the sender's asyncio send path, on aiohttp (the cheapest client
+    per send measured, ``bench/http_clients.py``), one session per event loop. A test's ``transport`` (e.g.
+    ``httpx.MockTransport``) answers both: ``asend`` then goes through an ``httpx.AsyncClient`` on it."""
+
     def __init__(
         self,
         *,
@@ -151,16 +216,21 @@ class WhatsAppClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """``access_token``: the token, or a function that returns the current one (called per request)."""
+        self._base_url = base_url.rstrip("/")
         self._path = f"/{version}/{phone_number_id}/messages"
         self._auth = BearerToken(access_token)
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._transport = transport
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
+            base_url=self._base_url,
             timeout=timeout,
             transport=transport,
             auth=self._auth,
             headers={"Content-Type": "application/json"},
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
+        self._async: dict[asyncio.AbstractEventLoop, _AsyncPoster] = {}
 
     def __repr__(self) -> str:
         return f"WhatsAppClient(path={self._path!r}, token=***)"
@@ -174,12 +244,16 @@ class WhatsAppClient:
     def close(self) -> None:
         self._http.close()
 
+    async def aclose(self) -> None:
+        """Close this event loop's session (its connections)."""
+        poster = self._async.pop(asyncio.get_running_loop(), None)
+        if poster is not None:
+            await poster.close()
+
     def send_text(
         self, to: Address, body: str, *, preview_url: bool = False, callback_data: str | None = None
     ) -> str:
-        return self._send(
-            to, {"type": "text", "text": {"body": body, "preview_url": preview_url}}, callback_data
-        )
+        return self.send(to, text_message(body, preview_url=preview_url), callback_data)
 
     def send_template(
         self,
@@ -192,22 +266,10 @@ class WhatsAppClient:
         header_image_id: str | None = None,
         callback_data: str | None = None,
     ) -> str:
-        """An approved template: body parameters ({{1}}, {{2}}...) and, for an image-header template, the
-        header's image (a link or an uploaded media id)."""
-        template: dict[str, Any] = {"name": name, "language": {"code": language}}
-        components: list[dict[str, Any]] = []
-        if header_image_url or header_image_id:
-            image: dict[str, Any] = (
-                {"link": header_image_url} if header_image_url else {"id": header_image_id}
-            )
-            components.append({"type": "header", "parameters": [{"type": "image", "image": image}]})
-        if parameters:
-            components.append(
-                {"type": "body", "parameters": [{"type": "text", "text": value} for value in parameters]}
-            )
-        if components:
-            template["components"] = components
-        return self._send(to, {"type": "template", "template": template}, callback_data)
+        message = template_message(
+            name, language, parameters, header_image_url=header_image_url, header_image_id=header_image_id
+        )
+        return self.send(to, message, callback_data)
 
     def send_image(
         self,
@@ -218,35 +280,95 @@ class WhatsAppClient:
         caption: str | None = None,
         callback_data: str | None = None,
     ) -> str:
-        image: dict[str, Any] = {"link": link} if link else {"id": media_id}
-        if caption:
-            image["caption"] = caption
-        return self._send(to, {"type": "image", "image": image}, callback_data)
+        return self.send(to, image_message(link=link, media_id=media_id, caption=caption), callback_data)
 
-    def _send(self, to: Address, message: dict[str, Any], callback_data: str | None = None) -> str:
-        """POST one message; returns the wamid or raises a typed WhatsAppError. ``callback_data`` comes back
-        in the message's status webhooks (``biz_opaque_callback_data``, at most 512 characters)."""
-        payload = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            **to.as_fields(),
-            **message,
-        }
-        if callback_data:
-            payload["biz_opaque_callback_data"] = callback_data[:512]
+    def send(self, to: Address, message: dict[str, Any], callback_data: str | None = None) -> str:
+        """POST one message (``text_message``, ``template_message``, ``image_message``); returns the wamid or
+        raises a typed WhatsAppError. ``callback_data`` comes back in the message's status webhooks
+        (``biz_opaque_callback_data``)."""
         try:
-            response = self._http.post(self._path, json=payload)
+            response = self._http.post(self._path, json=_payload(to, message, callback_data))
         except httpx.TimeoutException as exc:
             raise Unanswered(f"timeout: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
             raise Unanswered(f"transport: {type(exc).__name__}") from None
+        return _answer(response.status_code, response.content)
+
+    async def aprepare(self) -> None:
+        """``prepare``, and the running loop's session made now (the first use imports aiohttp): neither may
+        fall between a send slot and its request, where it would make the request leave late."""
+        self.prepare()
+        self._poster()
+
+    async def asend(self, to: Address, message: dict[str, Any], callback_data: str | None = None) -> str:
+        """``send`` from a coroutine, on the running loop's session."""
+        body = json.dumps(_payload(to, message, callback_data), separators=(",", ":")).encode()
+        headers = {"Authorization": f"Bearer {self._auth.current()}", "Content-Type": "application/json"}
+        status, raw = await self._poster().post(self._path, body, headers)
+        return _answer(status, raw)
+
+    def _poster(self) -> _AsyncPoster:
+        loop = asyncio.get_running_loop()
+        poster = self._async.get(loop)
+        if poster is None:
+            poster = self._async[loop] = (
+                _HttpxPoster(self._base_url, self._timeout, self._transport)
+                if isinstance(self._transport, httpx.AsyncBaseTransport)
+                else _AiohttpPoster(self._base_url, self._timeout, self._max_connections)
+            )
+        return poster
+
+
+class _AsyncPoster(Protocol):
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """(HTTP status, body); raises ``Unanswered`` when no answer came."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _AiohttpPoster:
+    """aiohttp: keep-alive connections (at most ``max_connections``), one session per event loop."""
+
+    def __init__(self, base_url: str, timeout: float, max_connections: int) -> None:
+        import aiohttp  # imported by the sender only, on its first send
+
+        self._aiohttp = aiohttp
+        self._session = aiohttp.ClientSession(
+            base_url=base_url,
+            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=60),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            auto_decompress=False,  # Graph answers a few hundred bytes of JSON
+        )
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        aiohttp = self._aiohttp
         try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.is_success:
-            try:
-                return str(body["messages"][0]["id"])
-            except (KeyError, IndexError, TypeError):
-                raise RetryableError("2xx without a message id", http_status=response.status_code) from None
-        raise classify(response.status_code, body)
+            async with self._session.post(path, data=body, headers=headers) as response:
+                return response.status, await response.read()
+        except TimeoutError as exc:
+            raise Unanswered(f"timeout: {type(exc).__name__}") from None
+        except aiohttp.ClientError as exc:
+            raise Unanswered(f"transport: {type(exc).__name__}") from None
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class _HttpxPoster:
+    """httpx's async client on a given transport (a test's ``httpx.MockTransport``)."""
+
+    def __init__(self, base_url: str, timeout: float, transport: httpx.AsyncBaseTransport) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
+            response = await self._client.post(path, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise Unanswered(f"timeout: {type(exc).__name__}") from None
+        except httpx.TransportError as exc:
+            raise Unanswered(f"transport: {type(exc).__name__}") from None
+        return response.status_code, response.content
+
+    async def close(self) -> None:
+        await self._client.aclose()

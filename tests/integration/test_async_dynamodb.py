@@ -1,0 +1,118 @@
+"""The sender's outcome writes on its event loop (``data.async_dynamodb.AsyncDynamoDB``, signed requests on
+aiohttp) against a real moto server over HTTP: the entry they make is the one botocore's ``record`` makes,
+a status that came first is kept, and a failing table raises botocore's ``ClientError`` with its code."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from jastipin.data import notifications_log
+from jastipin.data.async_dynamodb import AsyncDynamoDB
+from jastipin.data.models import LogStatus, NotificationLog, utcnow
+from jastipin.data.notifications_log import Outcome, StatusChange
+from tests.conftest import REGION
+
+
+@pytest.fixture(autouse=True)
+def _tables(ctx):
+    """The log model bound to the stack's table, as the sender's services bind it."""
+    ctx.sender.this()
+
+
+def client(ctx) -> AsyncDynamoDB:
+    botocore_client = boto3.client("dynamodb", endpoint_url=ctx.moto_url, region_name=REGION)
+    return AsyncDynamoDB(botocore_client, boto3.Session().get_credentials())
+
+
+def entry(participant_id: str) -> dict:
+    item = NotificationLog.get("job_a", participant_id).attribute_values
+    return {k: v for k, v in item.items() if k not in ("participant_id", "created_at", "updated_at")}
+
+
+def write(dynamodb: AsyncDynamoDB, outcome: Outcome) -> LogStatus:
+    async def go() -> LogStatus:
+        try:
+            return await notifications_log.arecord(
+                dynamodb, "job_a", "trip_a", "product_update", outcome, utcnow() + timedelta(days=30)
+            )
+        finally:
+            await dynamodb.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Outcome("p", LogStatus.SENT, 1, provider_msg_id="wamid.1"),
+        Outcome("p", LogStatus.QUEUED, 1, reason="whatsapp_error_131000", error_code=131000),
+        Outcome("p", LogStatus.FAILED, 3, reason="whatsapp_error_131026", error_code=131026),
+    ],
+    ids=["sent", "queued for a retry", "failed"],
+)
+def test_an_outcome_written_on_the_loop_is_the_entry_botocore_writes(ctx, outcome):
+    expires = utcnow() + timedelta(days=30)
+    botocore_side = Outcome(
+        "p_botocore",
+        outcome.status,
+        outcome.attempts,
+        outcome.provider_msg_id,
+        outcome.reason,
+        outcome.error_code,
+    )
+    notifications_log.record("job_a", "trip_a", "product_update", botocore_side, expires)
+    loop_side = Outcome(
+        "p_loop",
+        outcome.status,
+        outcome.attempts,
+        outcome.provider_msg_id,
+        outcome.reason,
+        outcome.error_code,
+    )
+    assert write(client(ctx), loop_side) is outcome.status
+    assert entry("p_loop") == entry("p_botocore")
+
+
+def test_a_retry_that_went_through_clears_the_failure_it_follows(ctx):
+    dynamodb = client(ctx)
+    write(dynamodb, Outcome("p", LogStatus.QUEUED, 1, reason="whatsapp_error_131000", error_code=131000))
+    write(dynamodb, Outcome("p", LogStatus.SENT, 2, provider_msg_id="wamid.2"))
+    e = NotificationLog.get("job_a", "p")
+    assert (e.status, e.attempts, e.reason, e.error_code, e.provider_msg_id) == (
+        "sent",
+        2,
+        None,
+        None,
+        "wamid.2",
+    )
+
+
+def test_a_status_that_came_first_is_kept(ctx):
+    """Meta's "delivered" lands before the send's outcome: the outcome adds the job's fields and keeps the
+    status (and returns it)."""
+    notifications_log.apply_status(
+        StatusChange("wamid.9", LogStatus.DELIVERED, ("job_a", "p")), utcnow() + timedelta(days=30)
+    )
+    status = write(client(ctx), Outcome("p", LogStatus.SENT, 1, provider_msg_id="wamid.9"))
+    e = NotificationLog.get("job_a", "p")
+    assert status is LogStatus.DELIVERED
+    assert (e.status, e.trip_id, e.attempts, e.provider_msg_id) == ("delivered", "trip_a", 1, "wamid.9")
+
+
+def test_a_failing_table_is_a_client_error_naming_its_code(ctx):
+    dynamodb = client(ctx)
+
+    async def go() -> None:
+        try:
+            await dynamodb.call("UpdateItem", {"TableName": "no-such-table", "Key": {"job_id": {"S": "j"}}})
+        finally:
+            await dynamodb.close()
+
+    with pytest.raises(ClientError) as raised:
+        asyncio.run(go())
+    assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"
