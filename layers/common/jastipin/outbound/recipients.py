@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from aws_lambda_powertools import Logger
 
 from jastipin.data import STORE_ERRORS, contacts, participants
-from jastipin.data.models import Contact, LogStatus, Participant, ParticipantStatus, utcnow
+from jastipin.data.models import Contact, LogStatus, utcnow
 from jastipin.ids import stable_id
 from jastipin.outbound.jobs import Job, Recipient
 from jastipin.outbound.outcomes import Outcome
@@ -71,12 +71,12 @@ def decide(
     window is open (free-form text allowed)."""
     if not recipients:
         return [], [], set()
-    memberships: dict[str, Participant] = {}
+    members: set[str] = set()  # the recipients still active in the trip (a projected read: the status)
     if job.needs_membership:
-        memberships = participants.many(job.trip_id, (r.id for r in recipients))
+        members = participants.active_among(job.trip_id, (r.id for r in recipients))
     known: dict[str, Contact] = {}
     if not job.always_in_window:
-        known = contacts.many(_wa_key(r) for r in recipients)
+        known = contacts.for_sending(_wa_key(r) for r in recipients)
     at = now()
     skipped: list[Outcome] = []
     sendable: list[Recipient] = []
@@ -87,10 +87,8 @@ def decide(
             contact and contact.last_inbound_at and at - contact.last_inbound_at < WINDOW
         )
         reason = None
-        if job.needs_membership:
-            membership = memberships.get(r.id)
-            if membership is None or membership.status != ParticipantStatus.ACTIVE.value:
-                reason = "unsubscribed"
+        if job.needs_membership and r.id not in members:
+            reason = "unsubscribed"
         if reason is None and job.needs_marketing_consent and contact and contact.marketing_opt_out:
             reason = "marketing_opt_out"
         if reason is None and job.needs_open_window and not is_open:
