@@ -183,18 +183,19 @@ def part1(recipients: int, latency_ms: float) -> list[tuple[str, str, str]]:
         (
             "end-to-end recipients/s ÷ the floor's sends/s (minimal asyncio client, 40 connections)",
             f"{rate:.0f} ÷ {base_rate:.0f} = **{rate / base_rate:.2f}**",
-            "≥ 0.8",
+            "—",
         ),
         (
-            "sender CPU s/recipient (all-in: fan-out, log, limiter off) ÷ the floor's CPU s/send",
+            "sender workers' CPU per recipient (handler, fan-out, sends, log) ÷ the floor's per send",
             f"{sender_cpu / recipients * 1e3:.2f} ms ÷ {base_cpu * 1e3:.2f} ms "
             f"= **{sender_cpu / recipients / base_cpu:.2f}**",
-            "≤ 2",
+            "—",
         ),
         (
-            "AWS API calls per recipient (moto-counted, incl. pollers)",
+            "AWS API calls per recipient, counted at the local servers (pollers included; each outcome is "
+            "one conditional UpdateItem, the one write unit a batched write would bill too)",
             f"{total_calls} ÷ {recipients} = **{total_calls / recipients:.3f}** ({breakdown})",
-            "≤ 0.15",
+            "—",
         ),
         ("sender peak memory (largest worker VmHWM)", f"**{peak:.0f} MB**", "≤ 200 MB"),
         (

@@ -8,8 +8,9 @@ that carries only the pending recipients. Recipients already in a final state (r
 start) are never sent again when SQS redelivers a message.
 
 The sends are an asyncio loop: ``send_concurrency`` (32 by default) requests in flight cost no thread each,
-so a Graph latency of 200 ms does not cap an instance (README, Sizing). Every outcome's log write is still one
-conditional update (it merges with a status that came first), on the log pool's threads.
+so a Graph latency of 200 ms does not cap an instance (README, "Sender instance and sizing"). Every
+outcome's log write is still one conditional update (it merges with a status that came first), posted on
+the same loop (``data.async_dynamodb``; through botocore on the log pool's threads under ``mock_aws``).
 
 ``Sender`` (``outbound.delivery``) holds what lives as long as the container (settings, queues, the WhatsApp
 client, the limiter, the clock, the event loop, the log pool) and starts one ``ChunkSend`` per chunk;
