@@ -171,20 +171,23 @@ def run_aiohttp(port: int, sends: int) -> None:
     asyncio.run(main())
 
 
-def run_asyncio_streams(port: int, sends: int) -> None:
-    """The floor: HTTP/1.1 over asyncio streams, keep-alive, reading ``Content-Length`` bytes."""
+def asyncio_floor(
+    port: int, path: str, token: str, body_of: Callable[[int], bytes], concurrency: int, count: int
+) -> None:
+    """The floor: ``count`` POSTs of ``body_of(n)`` over ``concurrency`` keep-alive connections, HTTP/1.1 over
+    asyncio streams, reading ``Content-Length`` bytes (``bench/sender_instance.py`` uses it too)."""
     head = (
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
         "Content-Type: application/json\r\nContent-Length: "
     ).encode()
 
     async def main() -> None:
-        queue = iter(range(sends))
+        queue = iter(range(count))
 
         async def work() -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             for n in queue:
-                payload = body(n)
+                payload = body_of(n)
                 writer.write(head + str(len(payload)).encode() + b"\r\n\r\n" + payload)
                 status = await reader.readline()
                 length = 0
@@ -196,9 +199,13 @@ def run_asyncio_streams(port: int, sends: int) -> None:
                 assert b" 200 " in status, status
             writer.close()
 
-        await asyncio.gather(*(work() for _ in range(TASKS)))
+        await asyncio.gather(*(work() for _ in range(concurrency)))
 
     asyncio.run(main())
+
+
+def run_asyncio_streams(port: int, sends: int) -> None:
+    asyncio_floor(port, PATH, TOKEN, body, TASKS, sends)
 
 
 CLIENTS: dict[str, tuple[str, Callable[[int, int], None]]] = {

@@ -37,7 +37,6 @@ writes nothing unless ``--out`` is given).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import cProfile
 import json
@@ -280,33 +279,10 @@ class Instance:
 
 
 def floor_sends(port: int, path: str, token: str, bodies: list[bytes], concurrency: int, count: int) -> None:
-    """``count`` POSTs over ``concurrency`` keep-alive connections, reading ``Content-Length`` bytes."""
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
-        "Content-Type: application/json\r\nContent-Length: "
-    ).encode()
+    """``count`` POSTs of ``bodies`` in turn over ``concurrency`` keep-alive connections."""
+    from bench.http_clients import asyncio_floor
 
-    async def main() -> None:
-        queue = iter(range(count))
-
-        async def work() -> None:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            for n in queue:
-                payload = bodies[n % len(bodies)]
-                writer.write(head + str(len(payload)).encode() + b"\r\n\r\n" + payload)
-                status = await reader.readline()
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.partition(b":")
-                    if name.lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                assert b" 200 " in status, status
-            writer.close()
-
-        await asyncio.gather(*(work() for _ in range(concurrency)))
-
-    asyncio.run(main())
+    asyncio_floor(port, path, token, lambda n: bodies[n % len(bodies)], concurrency, count)
 
 
 def measure_floor(
