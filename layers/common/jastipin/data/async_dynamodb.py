@@ -26,6 +26,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from jastipin import tls
+
 MAX_ATTEMPTS = 4  # PynamoDB's default for the same tables: 1 + 3 retries
 RETRY_BASE_SECONDS = 0.05
 RETRY_CAP_SECONDS = 2.0
@@ -109,7 +111,7 @@ class AsyncDynamoDB:
         session = self._sessions.get(loop)
         if session is None:
             session = self._sessions[loop] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=60),
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=60, ssl=tls.context()),
                 timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent",),

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from jastipin import tls
+
 # Graph error codes (Meta: "Cloud API error codes").
 AUTH_CODES = frozenset({0, 190, 10, 200, 3})  # token expired/invalid, permission errors
 RATE_LIMIT_CODES = frozenset({4, 80007, 130429, 131048, 131056})  # app/WABA/throughput/spam/pair rate limits
@@ -336,7 +338,7 @@ class _AiohttpPoster:
         self._aiohttp = aiohttp
         self._session = aiohttp.ClientSession(
             base_url=base_url,
-            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=60),
+            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=60, ssl=tls.context()),
             timeout=aiohttp.ClientTimeout(total=timeout),
             auto_decompress=False,  # Graph answers a few hundred bytes of JSON
         )
