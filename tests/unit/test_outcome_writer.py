@@ -100,3 +100,58 @@ def test_a_failed_write_is_reported_and_what_follows_it_is_not_written(pool):
     assert log.written == [] and len(failures) == 1
     assert sum(done) == 2  # the failed write and the one not started after it both free their places
     writer.wait(raise_error=False)  # the send loop's error path: waits, does not raise again
+
+
+def test_on_the_event_loop_the_same_rules_hold():
+    """``OutcomeWriter.on_loop`` (the deployed sender's): each write a task on the loop, side by side across
+    recipients, one recipient's in order with an overtaken one skipped, a failure reported and what follows
+    it not written; ``written`` and ``failed`` are called on the loop's thread."""
+    import asyncio
+
+    written: list[tuple[str, int]] = []
+    gates: dict[str, asyncio.Event] = {}
+    running: set[str] = set()
+    most = [0]
+    threads: set[int] = set()
+
+    async def write(o: Outcome) -> None:
+        rid = o.recipient.id
+        running.add(rid)
+        most[0] = max(most[0], len(running))
+        await gates.setdefault(rid, asyncio.Event()).wait()
+        running.discard(rid)
+        if (rid, o.attempts) == ("p9", 1):
+            raise RuntimeError("table unavailable")
+        written.append((rid, o.attempts))
+
+    async def scenario() -> tuple[list[int], list[BaseException]]:
+        loop = asyncio.get_running_loop()
+        done: list[int] = []
+        failures: list[BaseException] = []
+
+        def on_written(n: int) -> None:
+            threads.add(threading.get_ident())
+            done.append(n)
+
+        writer = OutcomeWriter.on_loop(loop, write, written=on_written, failed=failures.append)
+        for n in range(3):
+            writer.add(outcome(f"p{n}", 1))
+        writer.add(outcome("p0", 2))
+        writer.add(outcome("p0", 3, LogStatus.SENT))  # overtakes attempt 2 while attempt 1 is written
+        writer.add(outcome("p9", 1))  # fails...
+        writer.add(outcome("p9", 2))  # ...so this one is not written
+        await asyncio.sleep(0.01)
+        assert len(running) == 4  # p0, p1, p2 and p9 side by side
+        for gate in ("p0", "p1", "p2", "p9"):
+            gates.setdefault(gate, asyncio.Event()).set()
+        await asyncio.sleep(0.01)
+        gates["p0"].set()
+        await asyncio.to_thread(writer.wait, raise_error=False)
+        return done, failures
+
+    done, failures = asyncio.run(scenario())
+    assert sorted(written) == [("p0", 1), ("p0", 3), ("p1", 1), ("p2", 1)]
+    assert written.index(("p0", 1)) < written.index(("p0", 3))
+    assert [str(f) for f in failures] == ["table unavailable"]
+    assert sum(done) == 7  # every outcome handed in is done with: written, overtaken or not written
+    assert threads == {threading.main_thread().ident}  # on the loop's thread

@@ -224,21 +224,22 @@ class ChunkSend:
 
         # Outcomes are logged as they complete (a crash re-sends at most the sends not yet logged), side by
         # side on the log pool's threads; a write that fails stops the chunk like any other error.
-        def written(count: int) -> None:
-            _call_soon(loop, self._logged, count)
-
-        def failed(exc: BaseException) -> None:
-            _call_soon(loop, self._stop, exc)
-
         dynamodb = sender.dynamodb
-        if dynamodb is not None:  # on the loop (the deployed sender)
+        if dynamodb is not None:  # tasks on the loop (the deployed sender): its callbacks come on the loop
             writer = OutcomeWriter.on_loop(
                 loop,
                 lambda o: arecord_one(dynamodb, self.job, o, sender.settings),
-                written=written,
-                failed=failed,
+                written=self._logged,
+                failed=self._stop,
             )
         else:  # through botocore, on the log pool's threads (tests under moto's mock_aws)
+
+            def written(count: int) -> None:
+                _call_soon(loop, self._logged, count)
+
+            def failed(exc: BaseException) -> None:
+                _call_soon(loop, self._stop, exc)
+
             writer = OutcomeWriter(
                 sender.log_pool,
                 lambda o: record_one(self.job, o, sender.settings),

@@ -54,7 +54,10 @@ class OutcomeWriter:
         written: Callable[[int], None],
         failed: Callable[[BaseException], None],
     ) -> None:
-        self._submit: Callable[[Outcome], Future[None]] = lambda outcome: _pool(pool).submit(write, outcome)
+        # A write under way: a pool's Future, or a Task on the loop (``on_loop``); both tell when it ends.
+        self._submit: Callable[[Outcome], Future[None] | asyncio.Task[None]] = lambda outcome: _pool(
+            pool
+        ).submit(write, outcome)
         self._written, self._failed = written, failed
         self._done = threading.Condition()
         self._running: set[str] = set()  # recipients whose write is running
@@ -70,9 +73,18 @@ class OutcomeWriter:
         written: Callable[[int], None],
         failed: Callable[[BaseException], None],
     ) -> OutcomeWriter:
-        """The same, each write a coroutine run on ``loop`` (``arecord_one``) instead of a pool's thread."""
+        """The same, each write a task on ``loop`` (``arecord_one``) instead of a pool's thread. ``add`` is
+        then called on the loop's thread, and ``written`` and ``failed`` are called there."""
         writer = cls(None, _no_write, written=written, failed=failed)
-        writer._submit = lambda outcome: asyncio.run_coroutine_threadsafe(write(outcome), loop)
+        tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to its tasks
+
+        def submit(outcome: Outcome) -> asyncio.Task[None]:
+            task = loop.create_task(write(outcome))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return task
+
+        writer._submit = submit
         return writer
 
     def add(self, outcome: Outcome) -> None:
@@ -98,7 +110,7 @@ class OutcomeWriter:
         self._running.add(rid)
         self._submit(outcome).add_done_callback(lambda f: self._ended(rid, f))
 
-    def _ended(self, rid: str, future: Future[None]) -> None:
+    def _ended(self, rid: str, future: Future[None] | asyncio.Task[None]) -> None:
         error = future.exception()
         done_with = 1
         with self._done:
