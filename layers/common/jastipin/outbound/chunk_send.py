@@ -373,7 +373,17 @@ class ChunkSend:
                     if claimed:
                         self._claimed -= 1
                     self._busy -= 1
-                    self._notify()
+                    # Wake the waiting workers only when there is news for them: nothing is in flight any
+                    # more (they end, or one waits out a backoff), sending stopped, or work was put back.
+                    # A retry that falls due wakes its waiter by the wait's own timeout. (Waking them all
+                    # after every send made each chunk's tail wake and re-wait ~30 workers per send.)
+                    if (
+                        self._busy == 0
+                        or self.halted
+                        or self.out_of_slots
+                        or len(self._first) > self._claimed
+                    ):
+                        self._notify()
         except BaseException as exc:
             self._stop(exc)
 
