@@ -257,8 +257,7 @@ def test_breakdown_publishes_per_queue_and_message_type(capsys):
     breakdown.count(job(), "NotificationSent", 2)
     breakdown.count(job(JobKind.BROADCAST, "trip_reminder"), "NotificationFailed", 1)
     breakdown.count(job(), "NotificationSkipped", 0)  # nothing to say: nothing published
-    with breakdown.timed(job(JobKind.PROOF, None)):
-        pass
+    breakdown.latencies(job(JobKind.PROOF, None), [12.5])  # a chunk's WhatsApp call latencies
     breakdown.flush()
     blobs = {(b["queue"], b["message_type"]): b for b in emf_blobs(capsys.readouterr().out)}
     assert set(blobs) == {

@@ -16,13 +16,11 @@ Sentry: local variables and request bodies are never collected, and ``scrub_even
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Metrics
@@ -232,15 +230,6 @@ class MetricsBreakdown:
         with self._lock:
             counts = self._counts.setdefault(key, {})
             counts[name] = counts.get(name, 0) + value
-
-    @contextlib.contextmanager
-    def timed(self, job: Job) -> Iterator[None]:
-        """Measure one WhatsApp call (success or failure), in milliseconds."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.latencies(job, [(time.perf_counter() - started) * 1000])
 
     def latencies(self, job: Job, milliseconds: list[float]) -> None:
         """A chunk's WhatsApp call latencies, handed over at once when the chunk ends (the sender's hot path

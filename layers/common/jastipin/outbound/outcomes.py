@@ -49,15 +49,18 @@ class OutcomeWriter:
     def __init__(
         self,
         pool: ThreadPoolExecutor | None,
-        write: Callable[[Outcome], None],
+        write: Callable[[Outcome], None] | None,
         *,
         written: Callable[[int], None],
         failed: Callable[[BaseException], None],
+        submit: Callable[[Outcome], Future[None] | asyncio.Task[None]] | None = None,
     ) -> None:
-        # A write under way: a pool's Future, or a Task on the loop (``on_loop``); both tell when it ends.
-        self._submit: Callable[[Outcome], Future[None] | asyncio.Task[None]] = lambda outcome: _pool(
-            pool
-        ).submit(write, outcome)
+        """``write`` on ``pool``'s threads, or ``submit`` starting each write (``on_loop``); a write under way
+        is a pool's Future or a loop's Task, and tells when it ends."""
+        if submit is None:
+            assert pool is not None and write is not None, "a pool and a write, or a submit"
+            submit = lambda outcome: pool.submit(write, outcome)  # noqa: E731
+        self._submit = submit
         self._written, self._failed = written, failed
         self._done = threading.Condition()
         self._running: set[str] = set()  # recipients whose write is running
@@ -75,7 +78,6 @@ class OutcomeWriter:
     ) -> OutcomeWriter:
         """The same, each write a task on ``loop`` (``arecord_one``) instead of a pool's thread. ``add`` is
         then called on the loop's thread, and ``written`` and ``failed`` are called there."""
-        writer = cls(None, _no_write, written=written, failed=failed)
         tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to its tasks
 
         def submit(outcome: Outcome) -> asyncio.Task[None]:
@@ -84,8 +86,7 @@ class OutcomeWriter:
             task.add_done_callback(tasks.discard)
             return task
 
-        writer._submit = submit
-        return writer
+        return cls(None, None, written=written, failed=failed, submit=submit)
 
     def add(self, outcome: Outcome) -> None:
         rid = outcome.recipient.id
@@ -126,15 +127,6 @@ class OutcomeWriter:
         self._written(done_with)
         if error is not None:
             self._failed(error)
-
-
-def _no_write(outcome: Outcome) -> None:
-    raise AssertionError("an OutcomeWriter on a loop writes with its coroutine")
-
-
-def _pool(pool: ThreadPoolExecutor | None) -> ThreadPoolExecutor:
-    assert pool is not None, "an OutcomeWriter without a loop needs a pool"
-    return pool
 
 
 @dataclass
