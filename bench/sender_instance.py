@@ -129,10 +129,21 @@ def serve_instance(log_path: str) -> int:
     # other), written as pstats to FILE.<pid> when the instance exits.
     profile_path = os.environ.get("SENDER_INSTANCE_PROFILE")
     profiler = cProfile.Profile(time.process_time) if profile_path else None
+    # SENDER_INSTANCE_SAMPLE=FILE: every thread's CPU by function (bench/cpu_sampler.py) over the invocations,
+    # per recipient sent, written to FILE.<pid> when the instance exits.
+    sample_path = os.environ.get("SENDER_INSTANCE_SAMPLE")
+    sampler = None
+    if sample_path:
+        from bench.cpu_sampler import CpuSampler
+
+        sampler = CpuSampler()
+        sampler.start()
+    sampled_recipients = 0
 
     def consume(queue_url: str, limit_seconds: float) -> dict[str, Any]:
         """Every message of the queue, one invocation each, until the queue is empty; the figures cover the
         invocations only."""
+        nonlocal sampled_recipients
         found: dict[str, Any] = {
             "cpu": 0.0,
             "wall": 0.0,
@@ -176,6 +187,8 @@ def serve_instance(log_path: str) -> int:
                 started = time.perf_counter()
                 if profiler is not None:
                     profiler.enable()
+                if sampler is not None:
+                    sampler.active = True
                 job = parse_job(message["Body"])
                 if job.is_fan_out:
                     found["queued"] += sender.fan_out(job, Deadline(remaining_ms))
@@ -183,6 +196,8 @@ def serve_instance(log_path: str) -> int:
                     result = sender.send_chunk(job, Deadline(remaining_ms))
                 if profiler is not None:
                     profiler.disable()
+                if sampler is not None:
+                    sampler.active = False
                 wall = time.perf_counter() - started
                 after = resource.getrusage(resource.RUSAGE_SELF)
                 cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -196,6 +211,7 @@ def serve_instance(log_path: str) -> int:
                     found["chunks"] += 1
                     found["outcomes"].update(str(o.status) for o in result.outcomes)
                     found["sent"] += sum(1 for o in result.outcomes if o.status == "sent")
+                    sampled_recipients += len(result.outcomes)
                     found["requeued"] += len(result.requeued)
                 poller.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         if calls is not None:
@@ -212,6 +228,9 @@ def serve_instance(log_path: str) -> int:
         if command["op"] == "exit":
             if profiler is not None and profile_path:
                 profiler.dump_stats(f"{profile_path}.{os.getpid()}")
+            if sampler is not None and sample_path:
+                sampler.stop()
+                Path(f"{sample_path}.{os.getpid()}").write_text(sampler.report(max(1, sampled_recipients)))
             break
         try:
             answer(consume(command["queue_url"], command["limit_seconds"]))
@@ -436,8 +455,9 @@ class Bench:
         )
         if concurrency:
             env["SEND_CONCURRENCY"] = str(concurrency)
-        if os.environ.get("SENDER_INSTANCE_PROFILE"):  # where the instance writes its CPU profile
-            env["SENDER_INSTANCE_PROFILE"] = os.environ["SENDER_INSTANCE_PROFILE"]
+        for name in ("SENDER_INSTANCE_PROFILE", "SENDER_INSTANCE_SAMPLE"):  # where it writes its CPU profile
+            if os.environ.get(name):
+                env[name] = os.environ[name]
         return env
 
     def instance(self, name: str, whatsapp_url: str, concurrency: int | None, memory_mb: int) -> Instance:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
+import random
 
 import boto3
 import pytest
 
-from jastipin.outbound.rate_limit import GlobalRateLimiter
+from jastipin.outbound.rate_limit import GlobalRateLimiter, max_lanes
 from tests.unit.limiters import TokenBucket
 
 
@@ -208,3 +210,55 @@ def test_has_slot_never_waits_for_a_reservation_in_progress(table):
     with lim._lock:
         assert lim.has_slot() is False
     assert lim.has_slot() is True
+
+
+def paced_instances(table, clock, rate, lanes, pace, instances, seconds):
+    """A discrete-event run of ``instances`` senders on one limit, each able to make ``pace`` sends a second
+    (a Lambda instance bound by its CPU share), all starting on lane 0. Each instance claims a slot when it
+    is free, sends at the slot's time if it can still make it (``in_time``), and is busy 1 / pace s after a
+    send. Returns the send times and the limiters."""
+    limiters = [limiter(table, clock, rate, lanes=lanes, lane=0) for _ in range(instances)]
+    start = clock()
+    events = [(start + i / 1000, i, None) for i in range(instances)]  # (time, instance, slot to send on)
+    heapq.heapify(events)
+    sends: list[float] = []
+    while events:
+        at, i, slot = heapq.heappop(events)
+        clock.now = max(clock.now, at)
+        if slot is not None:  # the slot's time: send if still in time, then busy for 1 / pace s
+            if limiters[i].in_time(slot):
+                sends.append(clock.now)
+                at = clock.now + 1 / pace
+            if at <= start + seconds:
+                heapq.heappush(events, (at, i, None))
+            continue
+        slot = limiters[i].claim_slot()  # free: take the next slot, wait for it
+        assert slot is not None
+        heapq.heappush(events, (max(slot, clock.now), i, slot))
+    return sends, limiters
+
+
+def test_max_lanes_keep_every_second_within_the_limit(table):
+    assert [max_lanes(r) for r in (10, 80, 96, 97, 200, 1000)] == [1, 1, 1, 2, 4, 20]
+    assert limiter(table, SimClock(), 1000, lanes=50).lanes == 20
+    assert limiter(table, SimClock(), 80, lanes=12).lanes == 1
+
+
+def test_senders_slower_than_the_limit_fill_it_on_lanes_not_on_one_schedule(table):
+    """Four senders that can each make 60 sends a second share a 200/s limit. On one schedule each block is
+    50 slots 5.2 ms apart, which a sender at 60/s cannot keep up with: most slots go stale and the four
+    together send far under the limit. On 4 lanes (50/s each, slots 21 ms apart) every sender keeps up with
+    its lane: they leave lane 0, where they all started, for a lane each, and fill the limit. Either way no
+    sliding second holds more than 200 sends."""
+    random.seed(7)
+    one, _ = paced_instances(table, SimClock(), 200, 1, pace=60, instances=4, seconds=20)
+    laned, limiters = paced_instances(
+        table, SimClock(1_900_000_000.0), 200, 4, pace=60, instances=4, seconds=20
+    )
+    assert max_in_any_window(one) <= 200 and max_in_any_window(laned) <= 200
+    steady = [t for t in laned if t >= laned[0] + 5]  # after the senders spread over the lanes
+    rate = (len(steady) - 1) / (steady[-1] - steady[0])
+    assert rate >= 0.9 * 200 * 0.96  # the limit less its 4 % margin
+    assert len(one) / 20 < 0.5 * 200
+    assert sorted(lim.lane for lim in limiters) == [0, 1, 2, 3]
+    assert sum(lim.calls for lim in limiters) <= len(laned) / 20  # blocks of 50 (1 s of a lane)

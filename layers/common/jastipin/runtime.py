@@ -116,7 +116,11 @@ class Services(Generic[S]):
         if s.rate_limit_per_second == 0:
             return NoRateLimit()
         return GlobalRateLimiter(
-            self.dynamodb, s.rate_limit_table, f"whatsapp#{s.wa_phone_number_id}", s.rate_limit_per_second
+            self.dynamodb,
+            s.rate_limit_table,
+            f"whatsapp#{s.wa_phone_number_id}",
+            s.rate_limit_per_second,
+            lanes=s.rate_limit_lanes,
         )
 
     @cached_property
