@@ -118,3 +118,50 @@ def test_a_failing_table_is_a_client_error_naming_its_code(ctx):
     with pytest.raises(ClientError) as raised:
         asyncio.run(go())
     assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_the_limiter_reserves_on_the_loop_as_botocore_does(ctx):
+    """``GlobalRateLimiter.aclaim_slot``: the sender's reservations on its event loop, through the same
+    DynamoDB steps as ``claim_slot`` on botocore. An instance reserving on the loop and one on botocore
+    share the schedule: their blocks do not overlap, the second appended after the first (its guess of
+    spare capacity refused by the condition, a ClientError thrown into the steps); a missing table is
+    botocore's ClientError."""
+    from jastipin.outbound.rate_limit import GlobalRateLimiter
+
+    table = ctx.stack.tables["RateLimitTable"]
+    botocore_client = boto3.client("dynamodb", endpoint_url=ctx.moto_url, region_name=REGION)
+    on_loop = GlobalRateLimiter(botocore_client, table, "whatsapp#loop", 50)
+    threaded = GlobalRateLimiter(botocore_client, table, "whatsapp#loop", 50)
+    dynamodb = client(ctx)
+
+    async def claims(limiter: GlobalRateLimiter, n: int) -> list[float]:
+        return [s for _ in range(n) if (s := await limiter.aclaim_slot(None, dynamodb)) is not None]
+
+    async def go() -> tuple[list[float], list[float]]:
+        try:
+            first = await claims(on_loop, 50)  # one block: 1 s at 50/s
+            assert on_loop.calls == 1
+            second = [threaded.claim_slot() for _ in range(50)]
+            third = await claims(on_loop, 10)  # a second block, appended after the botocore one's
+            return first + third, [s for s in second if s is not None]
+        finally:
+            await dynamodb.close()
+
+    loop_slots, botocore_slots = asyncio.run(go())
+    assert len(loop_slots) == 60 and len(botocore_slots) == 50
+    assert not set(loop_slots) & set(botocore_slots)
+    assert min(botocore_slots) > max(loop_slots[:50]) and min(loop_slots[50:]) > max(botocore_slots)
+    assert on_loop.calls == 3  # block 1; block 2: the spare-capacity guess refused, then appended
+
+    missing = GlobalRateLimiter(botocore_client, "no-such-table", "whatsapp#loop", 50)
+
+    async def fails() -> None:
+        dynamodb = client(ctx)
+        try:
+            await missing.aclaim_slot(None, dynamodb)
+        finally:
+            await dynamodb.close()
+
+    with pytest.raises(ClientError) as raised:
+        asyncio.run(fails())
+    assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"

@@ -145,6 +145,9 @@ class ChunkSend:
         self._latest_start: float | None = None  # epoch time after which no send may start (None: no limit)
         self._late_seconds = getattr(sender.limiter, "late_seconds", None)
         self._claims_slots = isinstance(sender.limiter, SlotLimiter)  # checked once: a Protocol check is slow
+        # A reservation on the loop, through the sender's AsyncDynamoDB (GlobalRateLimiter.aclaim_slot); else
+        # on a thread.
+        self._aclaim = getattr(sender.limiter, "aclaim_slot", None) if sender.dynamodb is not None else None
 
     # -- the chunk ---------------------------------------------------------------------------------------
     def run(self) -> ChunkResult:
@@ -398,10 +401,15 @@ class ChunkSend:
                 return _NO_SLOT if found is None else float(found)
             return True if await asyncio.to_thread(limiter.acquire, latest) else _NO_SLOT
         while True:
-            # A reservation is a DynamoDB call: made on a thread, the sends in flight go on meanwhile.
+            # A reservation is a DynamoDB call: made on the loop (aclaim_slot) or on a thread, the sends in
+            # flight go on meanwhile.
             claim = cast(SlotLimiter, limiter).claim_slot
-            has_slot = cast(SlotLimiter, limiter).has_slot()
-            slot = claim(latest) if has_slot else await asyncio.to_thread(claim, latest)
+            if cast(SlotLimiter, limiter).has_slot():
+                slot = claim(latest)
+            elif self._aclaim is not None:
+                slot = await self._aclaim(latest, self.sender.dynamodb)
+            else:
+                slot = await asyncio.to_thread(claim, latest)
             if slot is None:
                 return _NO_SLOT
             wait = slot - self.deadline.now()

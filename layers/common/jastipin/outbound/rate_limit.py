@@ -28,19 +28,28 @@ value is lowered to it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+if TYPE_CHECKING:  # aiohttp is the sender's alone
+    from jastipin.data.async_dynamodb import AsyncDynamoDB
+
 logger = Logger(child=True)
+
+T = TypeVar("T")
+# A limiter operation as steps: it yields each DynamoDB request (UpdateItem's parameters) and gets back the
+# response (or has the call's ClientError thrown in); its return value is the operation's result.
+Steps = Generator[dict[str, Any], dict[str, Any], T]
 
 MICROS = 1_000_000
 TTL_SECONDS = 24 * 3600
@@ -137,7 +146,10 @@ class GlobalRateLimiter:
         self.late_seconds = self._stale_us / MICROS
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
-        self._slots: deque[int] = deque()  # reserved slot times (µs since epoch), ascending
+        self._slots: deque[int] = deque()
+        self._reserving: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = (
+            None  # aclaim_slot's  # reserved slot times (µs since epoch), ascending
+        )
         self._reserved_end: int | None = None  # TAT we wrote with our last reservation
         self._reserved_key = self._keys[self.lane]  # the lane of that reservation
         self._lane_end: dict[int, int] = {}  # lane -> the TAT we last wrote there
@@ -181,24 +193,74 @@ class GlobalRateLimiter:
         left (a DynamoDB call); None when there is no slot before ``deadline``. The caller waits until the
         slot's time, then asks ``in_time`` (an asyncio sender waits with ``asyncio.sleep``)."""
         with self._lock:
-            # A reserved slot left unused until its time has passed is dropped, not used late: a late
-            # send next to on-time ones would crowd a 1-second window.
-            self._drop_stale()
+            return self._run(self._claim(deadline))
+
+    async def aclaim_slot(self, deadline: float | None, dynamodb: AsyncDynamoDB) -> float | None:
+        """``claim_slot`` on an event loop: a reservation's DynamoDB calls go through ``dynamodb`` (the
+        sender's ``AsyncDynamoDB``), the sends in flight go on meanwhile. One reservation at a time per
+        loop; the limiter's state is changed only between the calls, under its lock."""
+        loop = asyncio.get_running_loop()
+        if self._reserving is None or self._reserving[0] is not loop:
+            self._reserving = (loop, asyncio.Lock())
+        async with self._reserving[1]:
+            with self._lock:
+                steps = self._claim(deadline)
+                try:
+                    request = next(steps)
+                except StopIteration as done:
+                    return cast("float | None", done.value)
+            while True:
+                try:
+                    response = await dynamodb.call("UpdateItem", request)
+                except ClientError as exc:
+                    with self._lock:
+                        try:
+                            request = steps.throw(exc)
+                        except StopIteration as done:
+                            return cast("float | None", done.value)
+                    continue
+                with self._lock:
+                    try:
+                        request = steps.send(response)
+                    except StopIteration as done:
+                        return cast("float | None", done.value)
+
+    def _claim(self, deadline: float | None) -> Steps[float | None]:
+        """``claim_slot``'s work, as steps: each DynamoDB request it needs is yielded (UpdateItem's
+        parameters) and its response sent back, or its ``ClientError`` thrown in (``_run``, ``aclaim_slot``).
+        Called with the lock held."""
+        # A reserved slot left unused until its time has passed is dropped, not used late: a late send next
+        # to on-time ones would crowd a 1-second window.
+        self._drop_stale()
+        if not self._slots:
+            if deadline is not None and (self._reserved_end or 0) > deadline * MICROS:
+                return None  # the schedule is past our last block, which ended after the deadline
+            count = max(1, min(self._block, self._expected)) if self._expected else self._block
+            yield from self._reserve(count)
+            if deadline is not None:
+                yield from self._give_back_after(int(deadline * MICROS))
             if not self._slots:
-                if deadline is not None and (self._reserved_end or 0) > deadline * MICROS:
-                    return None  # the schedule is past our last block, which ended after the deadline
-                count = max(1, min(self._block, self._expected)) if self._expected else self._block
-                self._reserve(count)
-                if deadline is not None:
-                    self._give_back_after(int(deadline * MICROS))
-                if not self._slots:
-                    return None  # the block was all after the deadline, and given back
-            slot = self._slots.popleft()
-            if deadline is not None and slot / MICROS > deadline:
-                self._slots.appendleft(slot)  # keep it for a caller with more time
-                return None
-            self._expected = max(0, self._expected - 1)
-            return slot / MICROS
+                return None  # the block was all after the deadline, and given back
+        slot = self._slots.popleft()
+        if deadline is not None and slot / MICROS > deadline:
+            self._slots.appendleft(slot)  # keep it for a caller with more time
+            return None
+        self._expected = max(0, self._expected - 1)
+        return slot / MICROS
+
+    def _run(self, steps: Steps[T]) -> T:
+        """Drive steps with the botocore client, on the calling thread."""
+        try:
+            request = next(steps)
+            while True:
+                try:
+                    response = self._ddb.update_item(**request)
+                except ClientError as exc:
+                    request = steps.throw(exc)
+                else:
+                    request = steps.send(response)
+        except StopIteration as done:
+            return cast(T, done.value)
 
     def in_time(self, slot: float) -> bool:
         """After waiting for ``slot``: whether it may still be used. Woken too late (a busy machine), it is
@@ -235,13 +297,13 @@ class GlobalRateLimiter:
                 return
             first_unused = max(self._slots[0], int(self._clock() * MICROS))
             with contextlib.suppress(_Contended):
-                self._write(self._reserved_key, new_tat=first_unused, expected=self._reserved_end)
+                self._run(self._write(self._reserved_key, new_tat=first_unused, expected=self._reserved_end))
                 self._lane_end[self._keys.index(self._reserved_key)] = first_unused
             self._reserved_end = None
             self._slots.clear()
 
     # -- internals ---------------------------------------------------------------------------------------
-    def _give_back_after(self, deadline_us: int) -> None:
+    def _give_back_after(self, deadline_us: int) -> Steps[None]:
         """Just after a reservation: the slots after the caller's deadline (an invocation about to end) are
         given back at once, while nobody has reserved after us yet, instead of at ``release`` when another
         sender's block usually stands after them (then they would go unused: a hole in the schedule)."""
@@ -250,14 +312,14 @@ class GlobalRateLimiter:
         keep = [s for s in self._slots if s <= deadline_us]
         first_unused = self._slots[len(keep)]
         try:
-            self._write(self._reserved_key, new_tat=first_unused, expected=self._reserved_end)
+            yield from self._write(self._reserved_key, new_tat=first_unused, expected=self._reserved_end)
         except _Contended:
             return  # someone reserved after us meanwhile: keep them (release tries again)
         self._reserved_end = first_unused
         self._lane_end[self._keys.index(self._reserved_key)] = first_unused
         self._slots = deque(keep)
 
-    def _reserve(self, count: int) -> None:
+    def _reserve(self, count: int) -> Steps[None]:
         """Reserve ``count`` consecutive slots of our lane, in one DynamoDB call in either steady state:
 
         - backlog (the schedule is ahead of real time): an atomic ``ADD`` appends our block (no conflicts);
@@ -277,27 +339,32 @@ class GlobalRateLimiter:
                 other = random.choice([i for i in range(self.lanes) if i != self.lane and i not in tried])
                 tried.add(other)
                 try:
-                    self._write(self._keys[other], new_tat=now + span, behind=now - self._stale_us)
+                    yield from self._write(self._keys[other], new_tat=now + span, behind=now - self._stale_us)
                 except _Contended:
                     continue  # in use too
                 self.lane, self._behind = other, False
                 start, end = now, now + span
             elif self._behind:
                 try:
-                    self._write(self._keys[self.lane], new_tat=now + span, behind=now - self._stale_us)
+                    yield from self._write(
+                        self._keys[self.lane], new_tat=now + span, behind=now - self._stale_us
+                    )
                 except _Contended:
                     self._behind = False  # someone is ahead of real time: append instead
                     continue
                 start, end = now, now + span
             else:
                 self.calls += 1
-                response = self._ddb.update_item(
-                    TableName=self._table,
-                    Key={"bucket": {"S": self._keys[self.lane]}},
-                    UpdateExpression="ADD tat :span SET expires_at = :exp",
-                    ExpressionAttributeValues={":span": {"N": str(span)}, ":exp": {"N": str(self._expiry())}},
-                    ReturnValues="UPDATED_NEW",
-                )
+                response = yield {
+                    "TableName": self._table,
+                    "Key": {"bucket": {"S": self._keys[self.lane]}},
+                    "UpdateExpression": "ADD tat :span SET expires_at = :exp",
+                    "ExpressionAttributeValues": {
+                        ":span": {"N": str(span)},
+                        ":exp": {"N": str(self._expiry())},
+                    },
+                    "ReturnValues": "UPDATED_NEW",
+                }
                 end = int(response["Attributes"]["tat"]["N"])
                 start = end - span
                 if end - self._spacing_us < now - self._stale_us:
@@ -326,7 +393,7 @@ class GlobalRateLimiter:
 
     def _write(
         self, key: str, *, new_tat: int, behind: int | None = None, expected: int | None = None
-    ) -> None:
+    ) -> Steps[None]:
         """Conditional SET of the schedule: when it lags ``behind`` (or is missing), or equals ``expected``.
         Raises _Contended when the condition does not hold (another sender moved the schedule)."""
         values = {":tat": {"N": str(new_tat)}, ":exp": {"N": str(self._expiry())}}
@@ -338,13 +405,13 @@ class GlobalRateLimiter:
             values[":behind"] = {"N": str(behind)}
         self.calls += 1
         try:
-            self._ddb.update_item(
-                TableName=self._table,
-                Key={"bucket": {"S": key}},
-                UpdateExpression="SET tat = :tat, expires_at = :exp",
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-            )
+            yield {
+                "TableName": self._table,
+                "Key": {"bucket": {"S": key}},
+                "UpdateExpression": "SET tat = :tat, expires_at = :exp",
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": values,
+            }
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
