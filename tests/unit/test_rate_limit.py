@@ -245,13 +245,13 @@ def test_max_lanes_keep_every_second_within_the_limit(table):
 
 
 def test_senders_slower_than_the_limit_fill_it_on_lanes_not_on_one_schedule(table):
-    """Four senders that can each make 60 sends a second share a 200/s limit. On one schedule the slots come
-    5.2 ms apart, faster than any of them can use them: they take turns in small blocks (fitted to what
-    each used) and drop slots all the same, at many DynamoDB calls per send. On 4 lanes (50/s each, slots
-    21 ms apart) every sender keeps up with its lane in blocks of 50: they leave lane 0, where they all
-    started, for a lane each, and fill the limit. Either way no sliding second holds more than 200 sends."""
+    """Four senders that can each make 60 sends a second share a 200/s limit. On one schedule each block is
+    50 slots 5.2 ms apart, which a sender at 60/s cannot keep up with: most slots go stale and the four
+    together send far under the limit. On 4 lanes (50/s each, slots 21 ms apart) every sender keeps up with
+    its lane: they leave lane 0, where they all started, for a lane each, and fill the limit. Either way no
+    sliding second holds more than 200 sends."""
     random.seed(7)
-    one, single = paced_instances(table, SimClock(), 200, 1, pace=60, instances=4, seconds=20)
+    one, _ = paced_instances(table, SimClock(), 200, 1, pace=60, instances=4, seconds=20)
     laned, limiters = paced_instances(
         table, SimClock(1_900_000_000.0), 200, 4, pace=60, instances=4, seconds=20
     )
@@ -259,25 +259,6 @@ def test_senders_slower_than_the_limit_fill_it_on_lanes_not_on_one_schedule(tabl
     steady = [t for t in laned if t >= laned[0] + 5]  # after the senders spread over the lanes
     rate = (len(steady) - 1) / (steady[-1] - steady[0])
     assert rate >= 0.9 * 200 * 0.96  # the limit less its 4 % margin
-    assert len(one) / 20 < 0.8 * 200
+    assert len(one) / 20 < 0.5 * 200
     assert sorted(lim.lane for lim in limiters) == [0, 1, 2, 3]
     assert sum(lim.calls for lim in limiters) <= len(laned) / 20  # blocks of 50 (1 s of a lane)
-    assert sum(lim.calls for lim in single) > 3 * len(one) / 20
-
-
-def test_slower_senders_sharing_a_schedule_take_it_in_blocks_they_can_use(table, monkeypatch):
-    """Two senders at 60 sends/s under an 80/s limit, one schedule (a lane cannot be split at 80/s): with
-    blocks of 50 slots 13 ms apart each uses a few of its block and drops the rest while the other waits
-    for its own turn, and the two send about 61/s. A sender that dropped slots of a block that followed the
-    other's takes only as many as it used next time: they take turns in small blocks and send over 68/s."""
-    laned, _ = paced_instances(table, SimClock(), 80, 1, pace=60, instances=2, seconds=20)
-    monkeypatch.setattr(GlobalRateLimiter, "_fit_block", lambda self: None)  # blocks of 50 throughout
-    fixed, _ = paced_instances(table, SimClock(1_900_000_000.0), 80, 1, pace=60, instances=2, seconds=20)
-
-    def rate(sends: list[float]) -> float:
-        steady = [t for t in sends if t >= sends[0] + 5]
-        return (len(steady) - 1) / (steady[-1] - steady[0])
-
-    assert max_in_any_window(laned) <= 80 and max_in_any_window(fixed) <= 80
-    assert rate(fixed) < 0.8 * 80
-    assert rate(laned) >= 0.85 * 80

@@ -154,13 +154,6 @@ class GlobalRateLimiter:
         self._reserved_key = self._keys[self.lane]  # the lane of that reservation
         self._lane_end: dict[int, int] = {}  # lane -> the TAT we last wrote there
         self._crowded = False  # our lane had another sender's block: look for an idle lane next time
-        # Block size that fits this sender's pace on a shared schedule (``_fit_block``): the slots of its
-        # last block it used, and those it dropped.
-        self._fit = self._block
-        self._shared = False  # our last appended block followed another sender's
-        self._block_used = 0  # slots of it handed out
-        self._block_late = 0  # ... and not used in time after all
-        self._block_dropped = 0  # slots of it not used: late, or gone stale before being handed out
         self._behind = True  # guess: the schedule lags real time (true on first use and when idle)
         self.calls = 0  # DynamoDB calls made (for the benchmark's AWS-call count)
         self.dropped = 0  # reserved slots that went stale unused
@@ -242,8 +235,7 @@ class GlobalRateLimiter:
         if not self._slots:
             if deadline is not None and (self._reserved_end or 0) > deadline * MICROS:
                 return None  # the schedule is past our last block, which ended after the deadline
-            self._fit_block()
-            count = max(1, min(self._fit, self._expected)) if self._expected else self._fit
+            count = max(1, min(self._block, self._expected)) if self._expected else self._block
             yield from self._reserve(count)
             if deadline is not None:
                 yield from self._give_back_after(int(deadline * MICROS))
@@ -254,7 +246,6 @@ class GlobalRateLimiter:
             self._slots.appendleft(slot)  # keep it for a caller with more time
             return None
         self._expected = max(0, self._expected - 1)
-        self._block_used += 1
         return slot / MICROS
 
     def _run(self, steps: Steps[T]) -> T:
@@ -278,8 +269,6 @@ class GlobalRateLimiter:
             return True
         with self._lock:
             self.dropped += 1
-            self._block_dropped += 1
-            self._block_late += 1
             self._expected += 1
         return False
 
@@ -288,7 +277,6 @@ class GlobalRateLimiter:
         while self._slots and self._slots[0] < stale_before:
             self._slots.popleft()
             self.dropped += 1
-            self._block_dropped += 1
 
     def expect(self, count: int) -> None:
         """The caller is about to make ``count`` sends: reserve no more slots than that."""
@@ -300,8 +288,6 @@ class GlobalRateLimiter:
         the send it was for needs another."""
         with self._lock:
             self.dropped += 1
-            self._block_dropped += 1
-            self._block_late += 1
             self._expected += 1
 
     def release(self) -> None:
@@ -333,20 +319,6 @@ class GlobalRateLimiter:
         self._lane_end[self._keys.index(self._reserved_key)] = first_unused
         self._slots = deque(keep)
 
-    def _fit_block(self) -> None:
-        """The next block's size. Slots dropped unused cost nothing while nobody else waits for the
-        schedule, but on a shared one they are sends another sender could have made: a sender that dropped
-        slots of a block that followed another sender's takes next time only as many as it used, so that
-        senders slower than the schedule take turns in small blocks and fill it (two at 60/s under an 80/s
-        limit: 61/s in all with blocks of 50, 72/s this way, of the 77 the margin leaves). One less than it
-        used, and the block grows back by a quarter (at least 1) after a block with no slot dropped. The
-        slots are the schedule's either way; only how many one reservation takes changes."""
-        if self._shared and self._block_dropped:
-            self._fit = max(1, min(self._block, self._block_used - self._block_late - 1))
-        else:
-            self._fit = min(self._block, self._fit + max(1, self._fit // 4))
-        self._block_used = self._block_late = self._block_dropped = 0
-
     def _reserve(self, count: int) -> Steps[None]:
         """Reserve ``count`` consecutive slots of our lane, in one DynamoDB call in either steady state:
 
@@ -370,7 +342,7 @@ class GlobalRateLimiter:
                     yield from self._write(self._keys[other], new_tat=now + span, behind=now - self._stale_us)
                 except _Contended:
                     continue  # in use too
-                self.lane, self._behind, self._shared = other, False, False
+                self.lane, self._behind = other, False
                 start, end = now, now + span
             elif self._behind:
                 try:
@@ -380,7 +352,6 @@ class GlobalRateLimiter:
                 except _Contended:
                     self._behind = False  # someone is ahead of real time: append instead
                     continue
-                self._shared = False
                 start, end = now, now + span
             else:
                 self.calls += 1
@@ -401,8 +372,7 @@ class GlobalRateLimiter:
                     continue
                 # Someone else reserved on this lane since we last wrote it: with other lanes, look for an
                 # idle one next time (the block is ours all the same).
-                self._shared = start != self._lane_end.get(self.lane)
-                self._crowded = self.lanes > 1 and self._shared
+                self._crowded = self.lanes > 1 and start != self._lane_end.get(self.lane)
                 # A block that starts in the past (the schedule fell behind real time since our last
                 # reservation) is ours all the same: its slots still ahead are used, the past ones are
                 # not. Asking again for a block at now would leave the appended one unused, a block-long
