@@ -691,7 +691,7 @@ def measure_sizing(
     """Part 3: a fresh instance per size and concurrency, at the 200 ms sandbox, in its CPU share."""
     sizing = []
     warm = bench.trip("warm-sizing", SIZING_WARM_RECIPIENTS, start=950_000)
-    for memory_mb in SIZES_MB:
+    for memory_mb in args.sizes:
         vcpu = memory_mb / FULL_VCPU_MB
         # Each run's trip is sized to last about --sizing-seconds: from the CPU per recipient the last run at
         # this size measured (part 1's, with a margin for the longer latency, the first time).
@@ -833,6 +833,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--floor-sends", type=int, help="floor sends per round (5,000)")
     parser.add_argument("--rate-limit", type=float, default=RATE_LIMIT, help="RATE_LIMIT_PER_SECOND")
     parser.add_argument("--sizing-concurrency", help="comma-separated (default: 8, part 1's, 32, 64)")
+    parser.add_argument(
+        "--sizes",
+        type=lambda v: [int(m) for m in v.split(",")],
+        default=list(SIZES_MB),
+        help="comma-separated function memory sizes in MB (default: 256,1769)",
+    )
     parser.add_argument("--sizing-seconds", type=float, help="aimed length of a sizing run (25)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small, one round, no file")
     parser.add_argument("--out", type=Path)

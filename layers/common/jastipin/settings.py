@@ -173,8 +173,8 @@ class SenderSettings(Common):
     wa_timeout_seconds: float = Field(default=10.0, gt=0)
     wa_access_token: SecretStr | None = None
     rate_limit_per_second: float = Field(default=10, ge=0)  # 0: limit lifted (benchmarks only)
-    # The limit's lanes (rate_limit.GlobalRateLimiter): about the sender instances that send at once at the
-    # limit (README, "Sender instance and sizing"); lowered to what keeps every second within the limit.
+    # The limit's lanes (rate_limit.GlobalRateLimiter): a little fewer than the sender instances that send at
+    # once at the limit (README, "Sender instance and sizing"); lowered to what keeps every second within it.
     rate_limit_lanes: int = Field(default=1, ge=1, le=50)
     send_concurrency: int = Field(default=32, ge=1, le=128)  # requests in flight per instance (README)
     chunk_size: int = Field(default=100, ge=1, le=1000)
