@@ -31,6 +31,7 @@ import struct
 import sys
 import threading
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,27 +55,33 @@ def local_credentials() -> None:
         os.environ.setdefault(name, "testing")  # dynalite takes any
 
 
+@dataclass(frozen=True)
+class Case:
+    """One run: ``senders`` processes under ``rate``, each making at most ``pace`` sends a second (0: as
+    many as the limiter allows), the schedule in ``lanes`` lanes, its items under ``key``."""
+
+    rate: float
+    senders: int
+    pace: float = 0.0
+    lanes: int = 1
+    key: str = "bench"
+    checked: bool = True  # held to the targets (else shown)
+
+
 def sender(
-    endpoint: str,
-    table_name: str,
-    rate: float,
-    until: float,
-    port: int,
-    ready: object,
-    pace: float = 0.0,
-    lanes: int = 1,
-    key: str = "bench",
+    endpoint: str, table_name: str, case: Case, until: float, port: int, ready: object
 ) -> tuple[int, int, int]:
     """One sender instance: ``THREADS`` threads sending until ``until``. Returns (sends, DynamoDB calls,
-    slots dropped). ``pace`` > 0: the instance makes at most that many sends a second, as a Lambda instance
-    bound by its CPU share does (each send holds the instance's one "CPU" for 1/pace s)."""
+    slots dropped). A ``case.pace`` > 0: the instance makes at most that many sends a second, as a Lambda
+    instance bound by its CPU share does (each send holds the instance's one "CPU" for 1/pace s)."""
+    pace = case.pace
     import boto3
 
     from jastipin.outbound.rate_limit import GlobalRateLimiter
 
     local_credentials()
     client = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION)
-    limiter = GlobalRateLimiter(client, table_name, f"whatsapp#{key}", rate, lanes=lanes)
+    limiter = GlobalRateLimiter(client, table_name, f"whatsapp#{case.key}", case.rate, lanes=case.lanes)
     sent = [0] * THREADS
     cpu = threading.Lock()
     ready.wait()  # type: ignore[attr-defined]
@@ -128,16 +135,7 @@ def receive(sock: socket.socket, times: list[float], stop: threading.Event) -> N
                 times.append(seconds + nanos / 1e9)
 
 
-def run(
-    endpoint: str,
-    table_name: str,
-    rate: float,
-    senders: int,
-    seconds: float,
-    pace: float = 0.0,
-    lanes: int = 1,
-    key: str = "bench",
-) -> dict[str, float]:
+def run(endpoint: str, table_name: str, case: Case, seconds: float) -> dict[str, float]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
     sock.bind(("127.0.0.1", 0))
@@ -149,13 +147,13 @@ def run(
     with context.Manager() as manager:
         ready = manager.Event()
         until = time.time() + seconds + 5  # the processes start within those 5 s
-        with context.Pool(senders) as pool:
+        with context.Pool(case.senders) as pool:
             results = [
                 pool.apply_async(
                     sender,
-                    (endpoint, table_name, rate, until, sock.getsockname()[1], ready, pace, lanes, key),
+                    (endpoint, table_name, case, until, sock.getsockname()[1], ready),
                 )
-                for _ in range(senders)
+                for _ in range(case.senders)
             ]
             time.sleep(4)  # every process imported and waiting
             ready.set()
@@ -202,23 +200,24 @@ def main() -> int:
     failed = []
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     dynamodb = DynaliteProcess(region=REGION).start()
-    # (limit, senders, pace, lanes, checked): unpaced senders at both tiers on one schedule; two senders
+    # Unpaced senders at both tiers on one schedule; two senders
     # slower than the 80/s tier on its one schedule (shown); senders as fast as 256 MB instances at the
     # 1,000/s tier, on one schedule (shown, not held to the targets: what lanes are for) and on lanes (a few
     # more senders than lanes, as the README sizes it).
     cases = [
-        (80, args.senders, 0.0, 1, True),
-        (1000, args.senders, 0.0, 1, True),
-        (80, 2, SLOW_PACE, 1, False),
-        (1000, args.paced_senders, args.pace, 1, False),
-        (1000, args.paced_senders, args.pace, args.lanes, True),
+        Case(80, args.senders),
+        Case(1000, args.senders),
+        Case(80, 2, SLOW_PACE, checked=False),
+        Case(1000, args.paced_senders, args.pace, checked=False),
+        Case(1000, args.paced_senders, args.pace, args.lanes),
     ]
     try:
         stack = LocalStack(ROOT / "template.yaml", endpoint_url=dynamodb.url, region=REGION)
         stack.create_tables(only={"RateLimitTable"})
         table_name = stack.tables["RateLimitTable"]
-        for n, (rate, senders, pace, lanes, checked) in enumerate(cases):
-            found = run(dynamodb.url, table_name, rate, senders, args.seconds, pace, lanes, key=f"bench{n}")
+        for n, case in enumerate(cases):
+            rate, senders, pace, lanes, checked = case.rate, case.senders, case.pace, case.lanes, case.checked
+            found = run(dynamodb.url, table_name, replace(case, key=f"bench{n}"), args.seconds)
             per_send = found["calls"] / max(1, found["sends"])
             what = f"{rate:,} msg/s, {senders} senders" + (f" at ≤ {pace:g}/s each" if pace else "")
             what += f", {lanes} lane{'s' if lanes > 1 else ''}"
