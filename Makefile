@@ -10,7 +10,7 @@ export SAM_CLI_TELEMETRY := 0
 run:  ## run the whole system locally (moto, dynalite for DynamoDB, WhatsApp sandbox), Ctrl-C to stop
 	@bash scripts/node_deps.sh; $(PY) -m localrun $(ARGS)
 
-test:  ## everything CI runs: lint, template validation, unit, integration, built artefact, end-to-end (~12 min)
+test:  ## everything CI runs: lint, template validation, unit, integration, built artefact, end-to-end (~17 min)
 	@PY=$(PY); set -e; \
 	echo "== lint"; $$PY -m ruff check .; $$PY -m ruff format --check .; \
 	bash scripts/browser.sh; \
