@@ -17,11 +17,11 @@ MB), so most of such a block goes stale unused, and a dozen instances drawing on
 about 130 a second in all (``bench/limiter_bench.py --pace``). With ``lanes`` = k, the schedule is k
 schedules (lanes), each at rate / k with slots k times as far apart, each its own DynamoDB item: a sender
 reserves from one lane at a time, at a pace it can keep, and k senders on k lanes fill the limit. A sender
-starts on a random lane and moves when its lane is crowded (a conditional write finds the lane in use, or
-an appended block starts well after now): it tries another lane while looking for an idle one. The lanes'
-slots together keep every sliding second within the limit: a second holds at most (1 + late) × rate × (1 −
-margin) + k slots' sends, so k is at most ``max_lanes(rate)`` (20 at 1,000/s, 1 below 97/s) and a larger
-value is lowered to it.
+starts on a random lane; when its lane is shared (a block it appends does not follow its own last one),
+its next reservation first tries up to two other lanes for an idle one. The lanes' slots together keep
+every sliding second within the limit: a second holds at most (1 + late) × rate × (1 − margin) + k slots'
+sends, so k is at most ``max_lanes(rate)`` (20 at 1,000/s, 1 below 97/s) and a larger value is lowered to
+it.
 
 ``NoRateLimit`` is what ``RATE_LIMIT_PER_SECOND=0`` selects (limit lifted, e.g. for benchmarks).
 """
@@ -146,12 +146,10 @@ class GlobalRateLimiter:
         self.late_seconds = self._stale_us / MICROS
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
-        self._slots: deque[int] = deque()
-        self._reserving: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = (
-            None  # aclaim_slot's  # reserved slot times (µs since epoch), ascending
-        )
+        self._slots: deque[int] = deque()  # reserved slot times (µs since epoch), ascending
+        self._reserving: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None  # aclaim_slot's
         self._reserved_end: int | None = None  # TAT we wrote with our last reservation
-        self._reserved_key = self._keys[self.lane]  # the lane of that reservation
+        self._reserved_lane = self.lane  # the lane of that reservation
         self._lane_end: dict[int, int] = {}  # lane -> the TAT we last wrote there
         self._crowded = False  # our lane had another sender's block: look for an idle lane next time
         self._behind = True  # guess: the schedule lags real time (true on first use and when idle)
@@ -203,27 +201,19 @@ class GlobalRateLimiter:
         if self._reserving is None or self._reserving[0] is not loop:
             self._reserving = (loop, asyncio.Lock())
         async with self._reserving[1]:
-            with self._lock:
-                steps = self._claim(deadline)
-                try:
-                    request = next(steps)
-                except StopIteration as done:
-                    return cast("float | None", done.value)
+            steps = self._claim(deadline)
+            reply: dict[str, Any] | None = None
+            error: ClientError | None = None
             while True:
-                try:
-                    response = await dynamodb.call("UpdateItem", request)
-                except ClientError as exc:
-                    with self._lock:
-                        try:
-                            request = steps.throw(exc)
-                        except StopIteration as done:
-                            return cast("float | None", done.value)
-                    continue
                 with self._lock:
                     try:
-                        request = steps.send(response)
+                        request = steps.throw(error) if error is not None else steps.send(reply)  # type: ignore[arg-type]
                     except StopIteration as done:
                         return cast("float | None", done.value)
+                try:
+                    reply, error = await dynamodb.call("UpdateItem", request), None
+                except ClientError as exc:
+                    reply, error = None, exc
 
     def _claim(self, deadline: float | None) -> Steps[float | None]:
         """``claim_slot``'s work, as steps: each DynamoDB request it needs is yielded (UpdateItem's
@@ -297,8 +287,8 @@ class GlobalRateLimiter:
                 return
             first_unused = max(self._slots[0], int(self._clock() * MICROS))
             with contextlib.suppress(_Contended):
-                self._run(self._write(self._reserved_key, new_tat=first_unused, expected=self._reserved_end))
-                self._lane_end[self._keys.index(self._reserved_key)] = first_unused
+                self._run(self._write(self._reserved_lane, new_tat=first_unused, expected=self._reserved_end))
+                self._lane_end[self._reserved_lane] = first_unused
             self._reserved_end = None
             self._slots.clear()
 
@@ -312,11 +302,11 @@ class GlobalRateLimiter:
         keep = [s for s in self._slots if s <= deadline_us]
         first_unused = self._slots[len(keep)]
         try:
-            yield from self._write(self._reserved_key, new_tat=first_unused, expected=self._reserved_end)
+            yield from self._write(self._reserved_lane, new_tat=first_unused, expected=self._reserved_end)
         except _Contended:
             return  # someone reserved after us meanwhile: keep them (release tries again)
         self._reserved_end = first_unused
-        self._lane_end[self._keys.index(self._reserved_key)] = first_unused
+        self._lane_end[self._reserved_lane] = first_unused
         self._slots = deque(keep)
 
     def _reserve(self, count: int) -> Steps[None]:
@@ -339,16 +329,14 @@ class GlobalRateLimiter:
                 other = random.choice([i for i in range(self.lanes) if i != self.lane and i not in tried])
                 tried.add(other)
                 try:
-                    yield from self._write(self._keys[other], new_tat=now + span, behind=now - self._stale_us)
+                    yield from self._write(other, new_tat=now + span, behind=now - self._stale_us)
                 except _Contended:
                     continue  # in use too
                 self.lane, self._behind = other, False
                 start, end = now, now + span
             elif self._behind:
                 try:
-                    yield from self._write(
-                        self._keys[self.lane], new_tat=now + span, behind=now - self._stale_us
-                    )
+                    yield from self._write(self.lane, new_tat=now + span, behind=now - self._stale_us)
                 except _Contended:
                     self._behind = False  # someone is ahead of real time: append instead
                     continue
@@ -383,7 +371,7 @@ class GlobalRateLimiter:
                 if first:
                     self._behind = True  # the schedule lags real time: next time try starting at now
             self._reserved_end = end
-            self._reserved_key = self._keys[self.lane]
+            self._reserved_lane = self.lane
             self._lane_end[self.lane] = end
             self._slots.extend(start + i * self._spacing_us for i in range(count))
             return
@@ -392,10 +380,11 @@ class GlobalRateLimiter:
         return int(self._clock()) + TTL_SECONDS
 
     def _write(
-        self, key: str, *, new_tat: int, behind: int | None = None, expected: int | None = None
+        self, lane: int, *, new_tat: int, behind: int | None = None, expected: int | None = None
     ) -> Steps[None]:
-        """Conditional SET of the schedule: when it lags ``behind`` (or is missing), or equals ``expected``.
-        Raises _Contended when the condition does not hold (another sender moved the schedule)."""
+        """Conditional SET of ``lane``'s schedule: when it lags ``behind`` (or is missing), or equals
+        ``expected``. Raises _Contended when the condition does not hold (another sender moved the
+        schedule)."""
         values = {":tat": {"N": str(new_tat)}, ":exp": {"N": str(self._expiry())}}
         if expected is not None:
             condition = "tat = :expected"
@@ -407,7 +396,7 @@ class GlobalRateLimiter:
         try:
             yield {
                 "TableName": self._table,
-                "Key": {"bucket": {"S": key}},
+                "Key": {"bucket": {"S": self._keys[lane]}},
                 "UpdateExpression": "SET tat = :tat, expires_at = :exp",
                 "ConditionExpression": condition,
                 "ExpressionAttributeValues": values,
